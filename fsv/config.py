@@ -1,0 +1,167 @@
+"""The schema of a run: every key a config may set, with its default.
+
+A config file starts from `base()` and changes what differs. `base()` is
+locked, so a misspelt key (in a file or a `--config.x.y=` override) fails at
+once with the name of the key and a suggestion, instead of being ignored.
+`validate()` checks the values before any work starts.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+
+from fsv import models
+
+
+class ConfigError(ValueError):
+  """A config that cannot describe a run; the message names the key."""
+
+
+FILL_MODES = ('nearest', 'reflect', 'wrap', 'constant')
+OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+SOURCES = ('folder', 'tfds')
+BAD_IMAGE_POLICIES = ('skip', 'error')
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos')
+
+
+def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
+  """All keys of a run with their defaults; `model` picks the model's keys."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = dict(
+      source='folder',        # 'folder' (Keras flow_from_directory layout) or 'tfds'
+      dir='',                 # folder source: DIR/{train,validation,test}/<class>/*
+      name='',                # tfds source: dataset name, e.g. 'cats_vs_dogs'
+      tfds_data_dir='',       # '' = TFDS's default
+      tfds_split='train',     # the TFDS split the balanced subsets are carved from
+      per_class=dict(train=1000, validation=500, test=500),  # tfds carving
+      download=False,         # let TFDS download and prepare when missing
+      image_size=(150, 150),  # (height, width) every image is resized to
+      interpolation='bilinear',
+      cache_dir='',           # '' = $FSV_CACHE_DIR or ~/.cache/fsv
+      on_bad_image='skip',    # 'skip' (counted, logged) or 'error'
+  )
+
+  # Keras ImageDataGenerator semantics; all ranges 0 is the identity.
+  config.augment = dict(
+      rotation_range=0.0,      # degrees
+      width_shift_range=0.0,   # fraction of width
+      height_shift_range=0.0,  # fraction of height
+      shear_range=0.0,         # degrees
+      zoom_range=0.0,          # zoom drawn from [1 - z, 1 + z]
+      horizontal_flip=False,
+      vertical_flip=False,
+      fill_mode='nearest',
+      cval=0.0,
+      rescale=1.0 / 255,       # applied to train and eval batches alike
+  )
+
+  config.model = models.default_config(model)
+
+  config.train = dict(
+      epochs=30,
+      batch_size=32,
+      steps_per_epoch=0,       # 0 = one pass over the training split
+      eval_batch_size=0,       # 0 = batch_size
+      optimizer='rmsprop',
+      learning_rate=1e-4,
+      momentum=0.9,            # sgd only
+      weight_decay=0.0,        # adamw only
+      schedule='constant',
+      warmup_epochs=0,
+      evaluate_with='best',    # test split on the 'best' (by validation) or 'last' epoch
+  )
+  config.lock()
+  return config
+
+
+def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix=''):
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if key not in schema:
+      raise ConfigError(
+          f'unknown config key {name!r}; known keys here: {sorted(schema)}')
+    if isinstance(schema[key], Mapping) and schema[key]:
+      if not isinstance(value, Mapping):
+        raise ConfigError(f'config key {name!r} must be a group of keys, got {value!r}')
+      _check_keys(value, schema[key], prefix=f'{name}.')
+
+
+def _require(ok: bool, key: str, message: str, value: Any):
+  if not ok:
+    raise ConfigError(f'config.{key}={value!r}: {message}')
+
+
+def _one_of(config, key: str, choices):
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  _require(value in choices, key, f'must be one of {choices}', value)
+
+
+def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Checks keys and values; returns the config as a full, locked ConfigDict.
+
+  Accepts a partial dict too (notebooks): missing keys take their defaults.
+  """
+  if isinstance(config, ml_collections.ConfigDict):
+    config = config.to_dict()
+  if not isinstance(config, Mapping):
+    raise ConfigError(f'a config must be a mapping, got {type(config).__name__}')
+  model_name = config.get('model', {}).get('name', 'small_convnet')
+  if model_name not in models.NAMES:
+    raise ConfigError(
+        f'config.model.name={model_name!r}: unknown model; known: {models.NAMES}')
+  full = base(model_name)
+  _check_keys(config, full.to_dict())
+  try:
+    full.update(config)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f'config value of the wrong type: {e}') from None
+
+  data, aug, train = full.data, full.augment, full.train
+  _one_of(full, 'data.source', SOURCES)
+  _one_of(full, 'data.on_bad_image', BAD_IMAGE_POLICIES)
+  _one_of(full, 'data.interpolation', INTERPOLATIONS)
+  _one_of(full, 'augment.fill_mode', FILL_MODES)
+  _one_of(full, 'train.optimizer', OPTIMIZERS)
+  _one_of(full, 'train.schedule', SCHEDULES)
+  _one_of(full, 'train.evaluate_with', ('best', 'last'))
+  if data.source == 'folder':
+    _require(bool(data.dir), 'data.dir', 'the folder source needs a directory '
+             '(set --config.data.dir=PATH)', data.dir)
+  else:
+    _require(bool(data.name), 'data.name', 'the tfds source needs a dataset name',
+             data.name)
+    for split, count in data.per_class.items():
+      _require(count >= 0, f'data.per_class.{split}', 'must be >= 0', count)
+  size = tuple(data.image_size)
+  _require(len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size),
+           'data.image_size', 'must be (height, width) in pixels', size)
+  min_size = models.min_input_size(full.model)
+  _require(min(size) >= min_size, 'data.image_size',
+           f'the model {model_name!r} needs inputs of at least {min_size}x{min_size}',
+           size)
+
+  for key in ('rotation_range', 'width_shift_range', 'height_shift_range',
+              'shear_range', 'zoom_range'):
+    _require(aug[key] >= 0, f'augment.{key}', 'must be >= 0', aug[key])
+  _require(aug.zoom_range < 1, 'augment.zoom_range',
+           'must be < 1 (zoom is drawn from [1 - z, 1 + z])', aug.zoom_range)
+  _require(aug.rescale > 0, 'augment.rescale', 'must be > 0', aug.rescale)
+
+  _require(train.epochs >= 0, 'train.epochs', 'must be >= 0', train.epochs)
+  _require(train.batch_size >= 1, 'train.batch_size', 'must be >= 1', train.batch_size)
+  _require(train.steps_per_epoch >= 0, 'train.steps_per_epoch', 'must be >= 0',
+           train.steps_per_epoch)
+  _require(train.eval_batch_size >= 0, 'train.eval_batch_size', 'must be >= 0',
+           train.eval_batch_size)
+  _require(train.learning_rate > 0, 'train.learning_rate', 'must be > 0',
+           train.learning_rate)
+  _require(train.warmup_epochs >= 0, 'train.warmup_epochs', 'must be >= 0',
+           train.warmup_epochs)
+  models.validate_config(full.model, ConfigError)
+  return full

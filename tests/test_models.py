@@ -1,0 +1,70 @@
+"""The small convnet's published variants, heads and input-size limits."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fsv import config as config_lib
+from fsv import models
+from fsv.models import small_convnet
+
+
+def _param_shapes(model, size):
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))['params']
+  return {k: (v['kernel'].shape, v['bias'].shape) for k, v in params.items()}
+
+
+def test_book_variant_matches_keras_summary():
+  # Deep Learning with Python, listing 5.5: 3,453,121 parameters.
+  shapes = _param_shapes(models.SmallConvNet(num_outputs=1), 150)
+  assert shapes['conv1'][0] == (3, 3, 3, 32)
+  assert shapes['conv4'][0] == (3, 3, 128, 128)
+  assert shapes['dense'][0] == (7 * 7 * 128, 512)
+  assert shapes['logits'][0] == (512, 1)
+  count = sum(np.prod(k) + np.prod(b) for k, b in shapes.values())
+  assert count == 3_453_121
+
+
+def test_blog_variant():
+  model = models.SmallConvNet(num_outputs=1, **small_convnet.BLOG)
+  shapes = _param_shapes(model, 150)
+  assert [shapes[f'conv{i}'][0][-1] for i in (1, 2, 3)] == [32, 32, 64]
+  assert shapes['dense'][0] == (17 * 17 * 64, 64)
+
+
+def test_max_pool_matches_flax_max_pool_on_odd_sizes():
+  import flax.linen as nn
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
+  np.testing.assert_array_equal(small_convnet.max_pool_2x2(x),
+                                nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+@pytest.mark.parametrize('num_classes,outputs', [(2, 1), (3, 3), (10, 10)])
+def test_head_size(num_classes, outputs):
+  config = config_lib.base().model
+  config.conv_features = (4, 4)
+  model = models.build(config, num_classes)
+  y = model.apply(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 20, 20, 3))),
+                  jnp.zeros((5, 20, 20, 3)))
+  assert y.shape == (5, outputs)
+
+
+def test_dropout_only_in_training():
+  model = models.SmallConvNet(conv_features=(4,), dense_units=8, flatten_dropout=0.5)
+  x = jnp.ones((2, 10, 10, 3))
+  variables = model.init(jax.random.PRNGKey(0), x)
+  np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+  a = model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)})
+  b = model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(2)})
+  assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize('features,size', [((32, 64, 128, 128), 46), ((32, 32, 64), 22)])
+def test_min_input_size_is_the_smallest_that_works(features, size):
+  config = config_lib.base().model
+  config.conv_features = features
+  assert models.min_input_size(config) == size
+  model = models.build(config, 2)
+  model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+  with pytest.raises(Exception):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, size - 1, size - 1, 3)))
