@@ -1,0 +1,127 @@
+"""The image-folder source: DIR/{train,validation,test}/<class>/<images>.
+
+The layout of Keras' `flow_from_directory`: classes are the sub-folders of a
+split, sorted by name; images may sit in nested folders below a class folder.
+The whole layout is checked before anything is decoded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from fsv.data import cache
+from fsv.data import decode
+from fsv.data.decode import DataError, Split, SplitReport
+
+SPLITS = ('train', 'validation', 'test')
+IMAGE_EXTENSIONS = frozenset(
+    ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'))
+
+
+def is_image_name(name: str) -> bool:
+  """Not hidden, and an image extension in any case."""
+  return (not name.startswith('.')
+          and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SplitListing:
+  classes: dict[str, list[str]]  # class folder -> image files, relative to DIR
+  ignored: list[str]             # hidden or non-image entries, relative to DIR
+
+
+def _list_class(root: pathlib.Path, folder: pathlib.Path) -> tuple[list[str], list[str]]:
+  images, ignored = [], []
+  for dirpath, dirnames, filenames in os.walk(folder):
+    rel = pathlib.Path(dirpath).relative_to(root)
+    # Hidden folders (.ipynb_checkpoints, ...) are not walked, only reported.
+    ignored += [(rel / d).as_posix() for d in dirnames if d.startswith('.')]
+    dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+    for name in filenames:
+      (images if is_image_name(name) else ignored).append((rel / name).as_posix())
+  return images, ignored
+
+
+def _list_split(root: pathlib.Path, split: str) -> _SplitListing:
+  classes, ignored = {}, []
+  for entry in os.scandir(root / split):
+    if entry.is_dir() and not entry.name.startswith('.'):
+      images, more = _list_class(root, root / split / entry.name)
+      classes[entry.name] = images
+      ignored += more
+    else:
+      ignored.append(f'{split}/{entry.name}')
+  return _SplitListing(classes, ignored)
+
+
+def _list(root: pathlib.Path) -> tuple[tuple[str, ...], dict[str, _SplitListing]]:
+  """Class names and each present split's files; raises on a bad layout."""
+  if not root.is_dir():
+    raise DataError(f'data.dir {str(root)!r} is not a directory')
+  if not (root / 'train').is_dir():
+    raise DataError(f'{root}: no train/ folder; expected {root}/train/<class>/<images>')
+  listings = {s: _list_split(root, s) for s in SPLITS if (root / s).is_dir()}
+  class_names = tuple(sorted(listings['train'].classes))
+  if not class_names:
+    raise DataError(f'{root / "train"}: no class folders')
+  for split, listing in listings.items():
+    found = set(listing.classes)
+    if found != set(class_names):
+      raise DataError(
+          f'{root / split}: its classes differ from train/\'s {list(class_names)}: '
+          f'missing {sorted(set(class_names) - found)}, '
+          f'extra {sorted(found - set(class_names))}')
+    empty = sorted(str(root / split / c) for c, files in listing.classes.items()
+                   if not files)
+    if empty:
+      raise DataError(f'class folder(s) without image files: {empty} '
+                      f'(image extensions: {sorted(IMAGE_EXTENSIONS)})')
+  return class_names, listings
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_split(root: pathlib.Path, split: str, listing: _SplitListing,
+                class_names: tuple[str, ...], config: ml_collections.ConfigDict
+                ) -> tuple[Split, SplitReport]:
+  pairs = sorted((file, label) for label, name in enumerate(class_names)
+                 for file in listing.classes[name])
+  files = [file for file, _ in pairs]
+  labels = np.array([label for _, label in pairs], np.int32)
+  image_size = tuple(config.image_size)
+  digests = decode.thread_map(lambda file: _sha256(root / file), files)
+  entry_key = cache.key(dict(
+      source='folder', class_names=class_names, image_size=image_size,
+      interpolation=config.interpolation, on_bad_image=config.on_bad_image,
+      files=[(f, int(l), d) for f, l, d in zip(files, labels, digests)]))
+
+  def build():
+    return decode.decode_split(
+        split, files, labels,
+        lambda i: decode.decode_file(str(root / files[i]), image_size,
+                                     config.interpolation),
+        image_size, class_names, config.on_bad_image)
+
+  data, report = cache.load_or_build(cache.root(config.cache_dir), entry_key,
+                                     class_names, build)
+  # Ignored files are not in the key, so they come from this listing.
+  return data, dataclasses.replace(report, ignored=tuple(sorted(listing.ignored)))
+
+
+def load(config: ml_collections.ConfigDict
+         ) -> tuple[tuple[str, ...], dict[str, tuple[Split, SplitReport]]]:
+  """Class names and the splits under `config.dir` (a run's `data` group)."""
+  if not config.dir:  # Path('') would be the current directory
+    raise DataError('data.dir is empty; set it to DIR of DIR/train/<class>/<images>')
+  root = pathlib.Path(config.dir).expanduser()
+  class_names, listings = _list(root)
+  return class_names, {
+      split: _load_split(root, split, listing, class_names, config)
+      for split, listing in listings.items()}

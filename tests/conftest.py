@@ -1,0 +1,41 @@
+"""Shared fixtures."""
+import pathlib
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+import pytest
+
+# Solid colour of the class at each index of the sorted class names, so a
+# label can be checked from the pixels.
+IMAGE_FOLDER_COLOURS = np.array(
+    [(220, 40, 40), (40, 200, 60), (50, 60, 210), (240, 220, 30)], np.uint8)
+
+
+@pytest.fixture
+def image_folder_colours() -> np.ndarray:
+  """(classes, 3) uint8: the colour `make_image_folder` paints each class."""
+  return IMAGE_FOLDER_COLOURS
+
+
+@pytest.fixture
+def make_image_folder(tmp_path):
+  """Writes ROOT/<split>/<class>/<class>.<i>.png, 20x24 (HxW) solid colours.
+
+  Called as make_image_folder({'train': {'cats': 3, 'dogs': 2}, ...},
+  name='data'); returns ROOT. A class is painted
+  IMAGE_FOLDER_COLOURS[its index among all the layout's class names, sorted].
+  """
+  def make(layout: Mapping[str, Mapping[str, int]], name: str = 'data') -> pathlib.Path:
+    root = tmp_path / name
+    names = sorted({c for classes in layout.values() for c in classes})
+    for split, classes in layout.items():
+      for class_name, count in classes.items():
+        folder = root / split / class_name
+        folder.mkdir(parents=True)
+        colour = tuple(int(v) for v in IMAGE_FOLDER_COLOURS[names.index(class_name)])
+        for i in range(count):
+          Image.new('RGB', (24, 20), colour).save(folder / f'{class_name}.{i}.png')
+    return root
+
+  return make

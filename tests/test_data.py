@@ -1,0 +1,443 @@
+"""fsv.data: folder and TFDS sources, decoding, the on-disk cache."""
+import io
+import pathlib
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from fsv import config as config_lib
+from fsv import data
+from fsv.data import decode
+
+SIZE = (12, 16)  # (height, width) the 20x24 test images are resized to
+
+
+@pytest.fixture
+def config(tmp_path):
+  data_config = config_lib.base().data
+  data_config.image_size = SIZE
+  data_config.cache_dir = str(tmp_path / 'cache')
+  return data_config
+
+
+def assert_colours_match_labels(split, colours):
+  expected = np.broadcast_to(colours[split.labels][:, None, None], split.images.shape)
+  np.testing.assert_array_equal(split.images, expected)
+
+
+def test_binary_folder(make_image_folder, config, image_folder_colours):
+  config.dir = str(make_image_folder({
+      'train': {'dogs': 3, 'cats': 2},
+      'validation': {'dogs': 1, 'cats': 1},
+      'test': {'dogs': 1, 'cats': 2}}))
+  dataset = data.load(config)
+
+  assert dataset.class_names == ('cats', 'dogs') and dataset.num_classes == 2
+  assert set(dataset.splits) == set(dataset.report) == {'train', 'validation', 'test'}
+  train = dataset.splits['train']
+  assert train.images.shape == (5, *SIZE, 3) and train.images.dtype == np.uint8
+  assert train.labels.dtype == np.int32
+  assert train.labels.tolist() == [0, 0, 1, 1, 1]
+  assert train.files == ('train/cats/cats.0.png', 'train/cats/cats.1.png',
+                         'train/dogs/dogs.0.png', 'train/dogs/dogs.1.png',
+                         'train/dogs/dogs.2.png')
+  assert dataset.splits['test'].labels.tolist() == [0, 0, 1]
+  for split in dataset.splits.values():
+    assert_colours_match_labels(split, image_folder_colours)
+  assert dataset.report['train'] == data.SplitReport(
+      loaded=5, skipped=(), converted=0, ignored=(), from_cache=False)
+
+
+def test_three_classes_and_optional_splits_absent(make_image_folder, config,
+                                                  image_folder_colours):
+  config.dir = str(make_image_folder({'train': {'horse': 2, 'ant': 1, 'cow': 2}}))
+  dataset = data.load(config)
+  assert dataset.class_names == ('ant', 'cow', 'horse')
+  assert list(dataset.splits) == ['train']
+  assert dataset.splits['train'].labels.tolist() == [0, 1, 1, 2, 2]
+  assert_colours_match_labels(dataset.splits['train'], image_folder_colours)
+
+
+def _save(image: Image.Image, path: pathlib.Path, **kwargs) -> str:
+  image.save(path, **kwargs)
+  return str(path)
+
+
+def _palette_with_transparency() -> Image.Image:
+  image = Image.new('P', (24, 20), 0)
+  image.putpalette([0, 128, 255] + [9, 9, 9] * 255)
+  image.info['transparency'] = 0
+  return image
+
+
+def _sixteen_bit() -> Image.Image:
+  values = np.full((20, 24), 65535, np.uint16)
+  values[10:] = 32896
+  return Image.fromarray(values)
+
+
+@pytest.mark.parametrize('name,make,top,bottom', [
+    ('l.png', lambda: Image.new('L', (24, 20), 77), (77,) * 3, (77,) * 3),
+    ('la.png', lambda: Image.new('LA', (24, 20), (77, 0)), (77,) * 3, (77,) * 3),
+    ('rgba.png', lambda: Image.new('RGBA', (24, 20), (10, 20, 30, 0)),
+     (10, 20, 30), (10, 20, 30)),
+    ('p.png', lambda: Image.new('RGB', (24, 20), (255, 0, 0)).convert('P'),
+     (255, 0, 0), (255, 0, 0)),
+    ('p_transparent.png', _palette_with_transparency, (0, 128, 255), (0, 128, 255)),
+    ('cmyk.tif', lambda: Image.new('CMYK', (24, 20), (0, 255, 255, 0)),
+     (255, 0, 0), (255, 0, 0)),
+    ('bilevel.png', lambda: Image.new('1', (24, 20), 1), (255,) * 3, (255,) * 3),
+    # 16 bits are scaled to 8, not clipped: 65535 -> 255 and 32896 -> 128.
+    ('sixteen.png', _sixteen_bit, (255,) * 3, (128,) * 3),
+    ('int32.tif', lambda: Image.fromarray(np.full((20, 24), 32896, np.int32)),
+     (128,) * 3, (128,) * 3),
+])
+def test_decode_converts_to_rgb(tmp_path, name, make, top, bottom):
+  image, converted = decode.decode_file(_save(make(), tmp_path / name), SIZE,
+                                        'nearest')
+  assert image.shape == (*SIZE, 3) and image.dtype == np.uint8
+  assert converted
+  assert tuple(image[0, 0]) == top and tuple(image[-1, -1]) == bottom
+
+
+def test_sixteen_bit_png_is_read_as_sixteen_bit(tmp_path):
+  # Guards the test above: the file must reach the decoder as 16-bit data.
+  with Image.open(_save(_sixteen_bit(), tmp_path / 'x.png')) as image:
+    assert image.mode.startswith('I')
+
+
+def test_decode_rgb_is_not_counted_as_converted(tmp_path):
+  path = _save(Image.new('RGB', (24, 20), (1, 2, 3)), tmp_path / 'x.png')
+  image, converted = decode.decode_file(path, SIZE, 'bicubic')
+  assert not converted and tuple(image[5, 5]) == (1, 2, 3)
+
+
+def test_decode_applies_exif_orientation(tmp_path):
+  upright = Image.new('RGB', (20, 24), (255, 0, 0))  # 24 high, 20 wide
+  upright.paste((0, 0, 255), (0, 12, 20, 24))        # bottom half blue
+  exif = Image.Exif()
+  exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+  stored = upright.transpose(Image.Transpose.ROTATE_90)  # red left, blue right
+  path = _save(stored, tmp_path / 'rotated.jpg', exif=exif, quality=95)
+
+  image, _ = decode.decode_file(path, (24, 20), 'bilinear')
+  np.testing.assert_allclose(image[3, 10], (255, 0, 0), atol=40)
+  np.testing.assert_allclose(image[20, 10], (0, 0, 255), atol=40)
+
+
+def _jpeg_bytes() -> bytes:
+  noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(noise).save(buffer, 'JPEG')
+  return buffer.getvalue()
+
+
+BAD_FILES = {
+    'zero.png': b'',
+    'corrupt.jpg': b'\xff\xd8\xff\xe0' + bytes(range(256)) * 4,
+    'truncated.jpg': _jpeg_bytes()[:1500],
+    'text.png': b'just some text, not an image\n',
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_FILES))
+def test_decode_bad_file_raises_bad_image(tmp_path, name):
+  path = tmp_path / name
+  path.write_bytes(BAD_FILES[name])
+  with pytest.raises(data.BadImage, match=name) as error:
+    decode.decode_file(str(path), SIZE, 'bilinear')
+  assert error.value.file == str(path) and error.value.reason
+
+
+def _add_bad_files(folder: pathlib.Path):
+  for name, content in BAD_FILES.items():
+    (folder / name).write_bytes(content)
+
+
+def test_bad_files_skipped_and_counted(make_image_folder, config, image_folder_colours):
+  root = make_image_folder({'train': {'cats': 2, 'dogs': 2}})
+  _add_bad_files(root / 'train' / 'cats')
+  config.dir = str(root)
+  dataset = data.load(config)
+
+  train, report = dataset.splits['train'], dataset.report['train']
+  assert report.loaded == 4 and len(train.files) == 4
+  assert sorted(file for file, _ in report.skipped) == sorted(
+      f'train/cats/{name}' for name in BAD_FILES)
+  assert dict(report.skipped)['train/cats/zero.png'] == 'empty file'
+  assert train.labels.tolist() == [0, 0, 1, 1]
+  assert_colours_match_labels(train, image_folder_colours)
+
+
+def test_on_bad_image_error_names_the_file(make_image_folder, config):
+  root = make_image_folder({'train': {'cats': 2, 'dogs': 2}})
+  (root / 'train' / 'dogs' / 'corrupt.jpg').write_bytes(BAD_FILES['corrupt.jpg'])
+  config.dir, config.on_bad_image = str(root), 'error'
+  with pytest.raises(data.BadImage, match=r'dogs/corrupt\.jpg'):
+    data.load(config)
+
+
+def test_class_with_only_bad_images_is_an_error(make_image_folder, config):
+  root = make_image_folder({'train': {'cats': 2}})
+  (root / 'train' / 'dogs').mkdir()
+  _add_bad_files(root / 'train' / 'dogs')
+  config.dir = str(root)
+  with pytest.raises(data.DataError, match=r"every image of class\(es\) \['dogs'\]"):
+    data.load(config)
+
+
+@pytest.mark.filterwarnings('ignore::PIL.Image.DecompressionBombWarning')
+@pytest.mark.parametrize('max_pixels', [300, 100])  # 480 pixels: Pillow warns, errs
+def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch, max_pixels):
+  path = _save(Image.new('RGB', (24, 20)), tmp_path / 'bomb.png')
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', max_pixels)
+  with pytest.raises(data.BadImage, match='bomb.png'):
+    decode.decode_file(path, SIZE, 'bilinear')
+
+
+@pytest.mark.parametrize('layout,change,match', [
+    (None, None, 'is not a directory'),
+    ({'validation': {'cats': 1}}, None, 'no train/ folder'),
+    ({'validation': {'cats': 1}}, lambda root: (root / 'train').mkdir(),
+     'no class folders'),
+    ({'train': {'cats': 1}}, lambda root: (root / 'train' / 'dogs').mkdir(),
+     r'without image files: \[.*train/dogs'),
+    ({'train': {'cats': 1, 'dogs': 1}, 'test': {'cats': 1}},
+     lambda root: _write(root / 'test' / 'dogs' / 'notes.txt'),
+     r'without image files: \[.*test/dogs'),
+    ({'train': {'cats': 1, 'dogs': 1}, 'validation': {'cats': 1, 'cows': 1}}, None,
+     r"validation: its classes differ .* missing \['dogs'\], extra \['cows'\]"),
+])
+def test_layout_errors_before_decoding(make_image_folder, config, monkeypatch, tmp_path,
+                                       layout, change, match):
+  root = make_image_folder(layout) if layout else tmp_path / 'missing'
+  if change:
+    change(root)
+  monkeypatch.setattr(decode, 'decode_file', _must_not_decode)
+  config.dir = str(root)
+  with pytest.raises(data.DataError, match=match):
+    data.load(config)
+
+
+def _write(path: pathlib.Path):
+  path.parent.mkdir(parents=True)
+  path.write_text('not an image')
+
+
+def _must_not_decode(*args):
+  raise AssertionError(f'decoded {args[0]}')
+
+
+def test_hidden_and_non_image_files_ignored(make_image_folder, config):
+  root = make_image_folder({'train': {'cats': 1, 'dogs': 1}})
+  cats = root / 'train' / 'cats'
+  Image.new('RGB', (24, 20)).save(cats / 'UPPER.PNG')
+  for name in ('.DS_Store', 'notes.txt', '.hidden.png'):
+    (cats / name).write_bytes(b'x')
+  (cats / '.ipynb_checkpoints').mkdir()
+  (cats / '.ipynb_checkpoints' / 'c.png').write_bytes(b'x')
+  (root / 'train' / 'README.md').write_text('x')
+  config.dir = str(root)
+  dataset = data.load(config)
+
+  assert dataset.splits['train'].files == (
+      'train/cats/UPPER.PNG', 'train/cats/cats.0.png', 'train/dogs/dogs.0.png')
+  assert dataset.report['train'].ignored == (
+      'train/README.md', 'train/cats/.DS_Store', 'train/cats/.hidden.png',
+      'train/cats/.ipynb_checkpoints', 'train/cats/notes.txt')
+  assert dataset.report['train'].skipped == ()
+
+
+def test_cache_hit_then_misses_on_change(make_image_folder, config, monkeypatch,
+                                         image_folder_colours):
+  root = make_image_folder({'train': {'cats': 2, 'dogs': 2},
+                            'validation': {'cats': 1, 'dogs': 1}})
+  config.dir = str(root)
+  first = data.load(config)
+  assert not any(r.from_cache for r in first.report.values())
+  entries = pathlib.Path(config.cache_dir) / 'data'
+  assert len(list(entries.glob('*/images.npy'))) == 2
+
+  with monkeypatch.context() as patch:
+    patch.setattr(decode, 'decode_file', _must_not_decode)
+    second = data.load(config)
+  assert all(r.from_cache for r in second.report.values())
+  for name, split in first.splits.items():
+    np.testing.assert_array_equal(second.splits[name].images, split.images)
+    np.testing.assert_array_equal(second.splits[name].labels, split.labels)
+    assert second.splits[name].files == split.files
+  assert second.report['train'].loaded == 4
+
+  Image.new('RGB', (24, 20), (1, 2, 3)).save(root / 'train' / 'dogs' / 'dogs.1.png')
+  third = data.load(config)
+  assert not third.report['train'].from_cache and third.report['validation'].from_cache
+  assert tuple(third.splits['train'].images[3, 0, 0]) == (1, 2, 3)
+
+  config.image_size = (10, 10)
+  fourth = data.load(config)
+  assert not any(r.from_cache for r in fourth.report.values())
+  assert fourth.splits['validation'].images.shape == (2, 10, 10, 3)
+  assert len(list(entries.iterdir())) == 5
+
+
+def test_cache_dir_from_environment(make_image_folder, config, monkeypatch, tmp_path):
+  config.dir, config.cache_dir = str(make_image_folder({'train': {'a': 1}})), ''
+  monkeypatch.setenv('FSV_CACHE_DIR', str(tmp_path / 'env_cache'))
+  data.load(config)
+  assert list((tmp_path / 'env_cache' / 'data').glob('*/labels.npy'))
+
+
+def test_interrupted_cache_write_leaves_no_entry(make_image_folder, config, monkeypatch):
+  config.dir = str(make_image_folder({'train': {'a': 1, 'b': 1}}))
+
+  def fail_on_labels(path, array, **kwargs):
+    if str(path).endswith('labels.npy'):
+      raise OSError('disk full')
+    real_save(path, array, **kwargs)
+
+  real_save = np.save
+  with monkeypatch.context() as patch:
+    patch.setattr(np, 'save', fail_on_labels)
+    with pytest.raises(OSError, match='disk full'):
+      data.load(config)
+  assert list((pathlib.Path(config.cache_dir) / 'data').iterdir()) == []
+  assert not data.load(config).report['train'].from_cache
+
+
+def test_decode_array_grayscale_to_rgb():
+  image, converted = decode.decode_array(np.full((20, 24, 1), 9, np.uint8), SIZE,
+                                         'bilinear', 'id')
+  assert converted and image.shape == (*SIZE, 3) and (image == 9).all()
+  with pytest.raises(data.BadImage, match='id'):
+    decode.decode_array(np.zeros((20, 24, 2), np.uint8), SIZE, 'bilinear', 'id')
+
+
+@pytest.fixture
+def tfds_config(config):
+  config.source, config.name, config.download = 'tfds', 'cats_vs_dogs', True
+  config.per_class.update(dict(train=3, validation=2, test=1))
+  return config
+
+
+def _mock_tfds(num_examples=40):
+  return tfds.testing.mock_data(num_examples=num_examples,
+                                policy=tfds.testing.MockPolicy.USE_CODE)
+
+
+def _index(file: str) -> int:
+  return int(file.rsplit('[', 1)[1].rstrip(']'))
+
+
+def test_tfds_carves_balanced_disjoint_subsets_in_order(tfds_config):
+  with _mock_tfds():
+    dataset = data.load(tfds_config)
+  assert dataset.class_names == ('cat', 'dog')
+  assert list(dataset.splits) == ['train', 'validation', 'test']
+  for name, split in dataset.splits.items():
+    count = tfds_config.per_class[name]
+    assert np.bincount(split.labels, minlength=2).tolist() == [count, count]
+    assert split.images.shape == (len(split.labels), *SIZE, 3)
+    assert split.images.dtype == np.uint8
+    assert all(f.startswith('cats_vs_dogs/train[') for f in split.files)
+  indices = {name: [_index(f) for f in split.files]
+             for name, split in dataset.splits.items()}
+  assert sum(map(len, indices.values())) == len(set().union(*indices.values())) == 12
+  # Each class's train examples come before its validation ones, then test.
+  for label in (0, 1):
+    by_split = [[i for i, l in zip(indices[name], dataset.splits[name].labels)
+                 if l == label] for name in ('train', 'validation', 'test')]
+    assert max(by_split[0]) < min(by_split[1]) and max(by_split[1]) < min(by_split[2])
+
+
+def test_tfds_zero_count_split_absent_and_cached(tfds_config, monkeypatch):
+  tfds_config.per_class.test = 0
+  with _mock_tfds():
+    first = data.load(tfds_config)
+    monkeypatch.setattr(decode, 'decode_array', _must_not_decode)
+    second = data.load(tfds_config)
+  assert list(first.splits) == ['train', 'validation']
+  assert all(r.from_cache for r in second.report.values())
+  np.testing.assert_array_equal(first.splits['train'].images,
+                                second.splits['train'].images)
+
+
+def test_tfds_class_running_out_is_an_error(tfds_config):
+  tfds_config.per_class.train = 30
+  with _mock_tfds(), pytest.raises(data.DataError, match=r"too few examples.*'cat': \d+"):
+    data.load(tfds_config)
+
+
+TINY_COLOURS = np.array([(200, 10, 10), (10, 10, 200)], np.uint8)
+
+
+class FsvTinyImages(tfds.core.GeneratorBasedBuilder):
+  """30 PNGs, labels alternating a, b; prepares offline and without TensorFlow."""
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(shape=(None, None, 3)),
+        'label': tfds.features.ClassLabel(names=['a', 'b'])}))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(30):
+      png = io.BytesIO()  # encoded here: encoding an array would need TensorFlow
+      Image.new('RGB', (24, 20), tuple(TINY_COLOURS[i % 2].tolist())).save(png, 'PNG')
+      png.seek(0)
+      yield i, {'image': png, 'label': i % 2}
+
+
+def _book_carving(labels, per_class) -> dict[str, list[int]]:
+  """The carving done the slow, obvious way: the oracle for the test below."""
+  bounds = [('train', per_class.train),
+            ('validation', per_class.train + per_class.validation),
+            ('test', per_class.train + per_class.validation + per_class.test)]
+  taken, carving = {}, {split: [] for split, _ in bounds}
+  for index, label in enumerate(labels):
+    seen = taken.get(label, 0)
+    taken[label] = seen + 1
+    for split, bound in bounds:
+      if seen < bound:
+        carving[split].append(index)
+        break
+  return carving
+
+
+def test_tfds_prepared_dataset_read_for_real(tfds_config, tmp_path):
+  tfds_config.name, tfds_config.tfds_data_dir = 'fsv_tiny_images', str(tmp_path / 'tfds')
+  dataset = data.load(tfds_config)  # download=True: prepares the array_record files
+  assert dataset.class_names == ('a', 'b')
+  # Preparing shuffles the examples, so the oracle reads the prepared order.
+  source = tfds.builder('fsv_tiny_images', data_dir=tfds_config.tfds_data_dir
+                        ).as_data_source('train')
+  expected = _book_carving([int(source[i]['label']) for i in range(len(source))],
+                           tfds_config.per_class)
+  for name, split in dataset.splits.items():
+    assert [_index(f) for f in split.files] == expected[name]
+    assert_colours_match_labels(split, TINY_COLOURS)
+
+  tfds_config.download = False  # prepared now
+  assert data.load(tfds_config).report['test'].from_cache
+
+
+def test_tfds_not_prepared_without_download(tfds_config):
+  tfds_config.download = False
+  with _mock_tfds(), pytest.raises(data.DataError, match='data.download=True'):
+    data.load(tfds_config)
+
+
+def test_tfds_without_train_is_an_error(tfds_config):
+  tfds_config.per_class.train = 0
+  with _mock_tfds(), pytest.raises(data.DataError, match='per_class.train is 0'):
+    data.load(tfds_config)
+
+
+def test_empty_dir_is_an_error(config):
+  config.dir = ''
+  with pytest.raises(data.DataError, match='data.dir is empty'):
+    data.load(config)
