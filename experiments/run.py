@@ -1,0 +1,46 @@
+r"""Trains and evaluates one run described by a config file.
+
+  python -m experiments.run --config=configs/scratch_aug.py --workdir=workdirs/scratch_aug
+  python -m experiments.run --config=configs/scratch.py --config.train.epochs=5
+
+Rerunning with the same --workdir resumes from the last complete epoch.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+import fsv
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where checkpoints, history and results go '
+    '(default: workdirs/<config file name>).')
+flags.mark_flags_as_required(['config'])
+
+
+def _quiet_checkpointer_info(record) -> bool:
+  """Orbax logs a dozen INFO lines per save; keep its warnings and errors."""
+  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_checkpointer_info)
+  workdir = _WORKDIR.value or os.path.join(
+      'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
+          flags.FLAGS['config'])))[0])
+  logging.info('workdir: %s', workdir)
+  try:
+    fsv.fit(_CONFIG.value, workdir=workdir)
+  except (fsv.ConfigError, fsv.DataError) as e:
+    sys.exit(f'error: {e}')  # the message names the problem; a traceback would not help
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,62 @@
+"""Configs: unknown keys, wrong types and impossible values fail with the key named."""
+import subprocess
+import sys
+
+import pytest
+
+import fsv
+from fsv import config as config_lib
+
+
+def _folder_config(**train):
+  return {'data': {'dir': '/some/dir'}, 'train': train}
+
+
+def test_defaults_validate():
+  config = config_lib.validate(_folder_config())
+  assert config.train.optimizer == 'rmsprop' and config.data.image_size == (150, 150)
+
+
+def test_base_config_is_locked_against_typos():
+  config = fsv.base_config()
+  with pytest.raises(AttributeError, match='epoch'):
+    config.train.epoch = 3
+
+
+@pytest.mark.parametrize('bad,match', [
+    ({'train': {'epoch': 3}}, "unknown config key 'train.epoch'"),
+    ({'trian': {}}, "unknown config key 'trian'"),
+    ({'data': {'dir': 'x', 'colour': 1}}, "'data.colour'"),
+    ({'train': {'epochs': 'many'}}, 'epochs'),
+    ({'train': {'epochs': -1}}, 'train.epochs=-1'),
+    ({'train': {'batch_size': 0}}, 'train.batch_size=0'),
+    ({'train': {'optimizer': 'adagrad'}}, 'train.optimizer'),
+    ({'augment': {'fill_mode': 'mirror'}}, 'augment.fill_mode'),
+    ({'augment': {'zoom_range': 1.5}}, 'augment.zoom_range'),
+    ({'data': {'image_size': (30, 30)}}, 'at least 46x46'),
+    ({'data': {'dir': ''}}, 'data.dir'),
+    ({'data': {'source': 'tfds'}}, 'data.name'),
+    ({'model': {'name': 'resnet9000'}}, 'resnet9000'),
+    ({'model': {'num_classes': 1}}, 'num_classes'),
+    ({'model': {'flatten_dropout': 1.0}}, 'flatten_dropout'),
+])
+def test_bad_configs_name_the_key(bad, match):
+  config = {'data': {'dir': '/some/dir'}}
+  for group, values in bad.items():
+    config.setdefault(group, {}).update(values)
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config)
+
+
+@pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py'])
+def test_shipped_configs_validate(path):
+  config_lib.validate(fsv.load_config(path))
+
+
+def test_entry_point_rejects_unknown_override_by_name(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.run', '--config=configs/scratch.py',
+       '--config.train.epoch=5', f'--workdir={tmp_path}'],
+      capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert 'epoch' in proc.stderr and 'Did you mean "epochs"' in proc.stderr
