@@ -1,29 +1,33 @@
-"""Orbax checkpoints of a run: the latest epoch (for resume) and the best epoch.
+"""Orbax checkpoints of a run: per phase, the latest epoch (for resume) and the best.
 
 Layout under the workdir:
-  checkpoints/latest/<epoch>/  written after every epoch; resume starts here
-  checkpoints/best/<epoch>/    rewritten when validation accuracy improves
-Each holds the train state and, as JSON, the history so far, so a resumed
-run has every epoch exactly once. Orbax writes to a temporary directory and
-renames it when complete, so a killed process never leaves a partial
-checkpoint behind that would be picked up.
+  checkpoints/<phase>/latest/<epoch>/  written after every epoch; resume starts here
+  checkpoints/<phase>/best/<epoch>/    rewritten when validation accuracy improves
+Each holds the train state and, as JSON, the run's history so far, so a
+resumed run has every epoch exactly once. Orbax writes to a temporary
+directory and renames it when complete, so a killed process never leaves a
+partial checkpoint behind that would be picked up.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterable, Optional
 
+from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 _ITEMS = ('state', 'meta')
+# Phases in the order they run; the last one with a checkpoint is the run's result.
+PHASES = ('bottleneck', 'train')
 
 
 class Checkpoints:
-  """The latest and best checkpoints under `<workdir>/checkpoints`."""
+  """The latest and best checkpoints of one phase under `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str):
-    root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  def __init__(self, workdir: str, phase: str = 'train'):
+    root = os.path.join(os.path.abspath(workdir), 'checkpoints', phase)
 
     def manager(name):
       return ocp.CheckpointManager(
@@ -41,21 +45,30 @@ class Checkpoints:
     if is_best:
       self._best.save(epoch, args=args)
 
-  def _restore(self, manager, like: Any):
+  def _restore(self, manager, like: Optional[Any]):
     epoch = manager.latest_step()
     if epoch is None:
       return None
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+    target = None if like is None else jax.tree_util.tree_map(
+        ocp.utils.to_shape_dtype_struct, like)
     restored = manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
 
   def restore_latest(self, like: Any):
     """(state, meta) of the last complete epoch, or None for a fresh run."""
     return self._restore(self._latest, like)
 
-  def restore_best(self, like: Any):
+  def restore_best(self, like: Optional[Any]):
+    """(state, meta) of the best epoch; with `like=None`, the state as saved."""
     return self._restore(self._best, like)
+
+  def latest_meta(self) -> Optional[dict]:
+    epoch = self._latest.latest_step()
+    if epoch is None:
+      return None
+    return self._latest.restore(epoch, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
 
   def wait(self) -> None:
     self._latest.wait_until_finished()
@@ -64,3 +77,54 @@ class Checkpoints:
   def close(self) -> None:
     self._latest.close()
     self._best.close()
+
+
+def saved_history(newest_first: Iterable[Checkpoints]) -> list:
+  """The history in the newest phase's latest checkpoint (it includes earlier phases)."""
+  for checkpoints in newest_first:
+    meta = checkpoints.latest_meta()
+    if meta is not None:
+      return meta['history']
+  return []
+
+
+def best_params(workdir: str) -> dict:
+  """The best parameters of a finished run's last phase (`config.init_from`).
+
+  A bottleneck-only run's parameters are its head, returned as {'head': ...}.
+  """
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'init_from={workdir!r}: no checkpoints/ in that workdir')
+  for phase in reversed(PHASES):
+    if not os.path.isdir(os.path.join(workdir, 'checkpoints', phase, 'best')):
+      continue
+    checkpoints = Checkpoints(workdir, phase)
+    restored = checkpoints.restore_best(None)
+    checkpoints.close()
+    if restored is not None:
+      params = restored[0]['params']
+      return {'head': params} if phase == 'bottleneck' else params
+  raise FileNotFoundError(f'init_from={workdir!r}: no best checkpoint in that workdir')
+
+
+def merge_params(params: dict, loaded: dict) -> dict:
+  """`params` with every leaf that `loaded` has at the same path and shape."""
+  flat_loaded = {jax.tree_util.keystr(p): v
+                 for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
+  taken = []
+
+  def take(path, value):
+    name = jax.tree_util.keystr(path)
+    other = flat_loaded.get(name)
+    if other is not None and np.shape(other) == value.shape:
+      taken.append(name)
+      return np.asarray(other, value.dtype)
+    return value
+
+  merged = jax.tree_util.tree_map_with_path(take, params)
+  logging.info('init_from: took %d of %d parameter arrays', len(taken),
+               len(jax.tree_util.tree_leaves(params)))
+  if not taken:
+    raise ValueError('init_from: no parameter of that run matches this model '
+                     '(names and shapes differ)')
+  return merged

@@ -56,15 +56,33 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       vertical_flip=False,
       fill_mode='nearest',
       cval=0.0,
-      rescale=1.0 / 255,       # applied to train and eval batches alike
+      rescale=models.input_rescale(model),  # applied to train and eval batches alike
   )
 
   config.model = models.default_config(model)
 
-  config.train = dict(
+  # Phase 1 (optional): train only the head on bottleneck features of the
+  # frozen base, extracted once and cached (the blog's "bottleneck features").
+  config.bottleneck = _optimization(epochs=0)
+  # Phase 2: end to end on images, with augmentation; `trainable` patterns
+  # (full matches of 'layer/param' paths) pick what trains, see fsv/partition.py.
+  config.train = _optimization(
       epochs=30,
-      batch_size=32,
       steps_per_epoch=0,       # 0 = one pass over the training split
+      trainable=('.*',),
+      group_learning_rates=(),  # ((pattern, learning_rate), ...) within trainable
+      evaluate_with='best',    # test split on the 'best' (by validation) or 'last' epoch
+  )
+  # A previous workdir whose best parameters start this run (where names and
+  # shapes match), e.g. a trained head to fine-tune from.
+  config.init_from = ''
+  config.lock()
+  return config
+
+
+def _optimization(**more) -> dict:
+  return dict(
+      batch_size=32,
       eval_batch_size=0,       # 0 = batch_size
       optimizer='rmsprop',
       learning_rate=1e-4,
@@ -72,10 +90,14 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       weight_decay=0.0,        # adamw only
       schedule='constant',
       warmup_epochs=0,
-      evaluate_with='best',    # test split on the 'best' (by validation) or 'last' epoch
-  )
-  config.lock()
-  return config
+      **more)
+
+
+def with_trainable(group, trainable) -> ml_collections.ConfigDict:
+  """An optimization group (e.g. `bottleneck`) with train-style partition keys."""
+  values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)
+  return ml_collections.ConfigDict(dict(values, trainable=tuple(trainable),
+                                        group_learning_rates=()))
 
 
 def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix=''):
@@ -127,8 +149,6 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   _one_of(full, 'data.on_bad_image', BAD_IMAGE_POLICIES)
   _one_of(full, 'data.interpolation', INTERPOLATIONS)
   _one_of(full, 'augment.fill_mode', FILL_MODES)
-  _one_of(full, 'train.optimizer', OPTIMIZERS)
-  _one_of(full, 'train.schedule', SCHEDULES)
   _one_of(full, 'train.evaluate_with', ('best', 'last'))
   if data.source == 'folder':
     _require(bool(data.dir), 'data.dir', 'the folder source needs a directory '
@@ -153,15 +173,30 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
            'must be < 1 (zoom is drawn from [1 - z, 1 + z])', aug.zoom_range)
   _require(aug.rescale > 0, 'augment.rescale', 'must be > 0', aug.rescale)
 
-  _require(train.epochs >= 0, 'train.epochs', 'must be >= 0', train.epochs)
-  _require(train.batch_size >= 1, 'train.batch_size', 'must be >= 1', train.batch_size)
+  for group in ('bottleneck', 'train'):
+    _validate_optimization(full, group)
   _require(train.steps_per_epoch >= 0, 'train.steps_per_epoch', 'must be >= 0',
            train.steps_per_epoch)
-  _require(train.eval_batch_size >= 0, 'train.eval_batch_size', 'must be >= 0',
-           train.eval_batch_size)
-  _require(train.learning_rate > 0, 'train.learning_rate', 'must be > 0',
-           train.learning_rate)
-  _require(train.warmup_epochs >= 0, 'train.warmup_epochs', 'must be >= 0',
-           train.warmup_epochs)
-  models.validate_config(full.model, ConfigError)
+  _require(len(train.trainable) > 0, 'train.trainable',
+           "must name at least one pattern ('.*' trains everything)", train.trainable)
+  for i, group in enumerate(train.group_learning_rates):
+    _require(len(group) == 2 and isinstance(group[0], str) and group[1] > 0,
+             f'train.group_learning_rates[{i}]', 'must be (pattern, learning_rate > 0)',
+             group)
+  if full.bottleneck.epochs:
+    _require(models.has_head(full.model), 'bottleneck.epochs',
+             f'the model {model_name!r} has no separate head to train on features',
+             full.bottleneck.epochs)
+  models.validate_config(full, ConfigError)
   return full
+
+
+def _validate_optimization(config, group: str):
+  values = config[group]
+  _one_of(config, f'{group}.optimizer', OPTIMIZERS)
+  _one_of(config, f'{group}.schedule', SCHEDULES)
+  for key, low in (('epochs', 0), ('batch_size', 1), ('eval_batch_size', 0),
+                   ('warmup_epochs', 0)):
+    _require(values[key] >= low, f'{group}.{key}', f'must be >= {low}', values[key])
+  _require(values.learning_rate > 0, f'{group}.learning_rate', 'must be > 0',
+           values.learning_rate)

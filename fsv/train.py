@@ -1,9 +1,14 @@
-"""Training: the state, the jitted steps and the epoch loop.
+"""Training: the state, the jitted steps, the epoch loop and the phases of a run.
 
 Read top to bottom: `TrainState`, `loss_and_correct`, `make_train_step`,
-`make_eval_step`, `evaluate`, `fit`. Randomness is explicit: every step's
-key is derived from (seed, epoch, step) and every epoch's shuffle from
-(seed, epoch), so a resumed run is the same run as an uninterrupted one.
+`make_eval_step`, `evaluate`, `train_phase` (the epoch loop with
+checkpoints and resume) and `fit`, which runs up to two phases:
+  1. `config.bottleneck`: only the head, on the frozen base's cached features;
+  2. `config.train`: end to end on images with augmentation, training the
+     parameters `config.train.trainable` selects (fsv/partition.py).
+Randomness is explicit: every step's key is derived from (seed, phase,
+epoch, step) and every epoch's shuffle from (seed, phase, epoch), so a
+resumed run is the same run as an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -26,9 +31,12 @@ from fsv import augment as augment_lib
 from fsv import checkpoint as checkpoint_lib
 from fsv import config as config_lib
 from fsv import data as data_lib
+from fsv import features as features_lib
 from fsv import models
-from fsv import optim
+from fsv import partition
 from fsv import report
+
+PHASES = checkpoint_lib.PHASES
 
 
 class TrainState(struct.PyTreeNode):
@@ -51,7 +59,11 @@ def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     aug: augment_lib.AugmentConfig) -> Callable:
-  """(state, uint8 images, labels, key) -> (state, metrics); jitted."""
+  """(state, images, labels, key) -> (state, metrics); jitted.
+
+  Gradients of frozen parameters are never used (their updates are
+  `set_to_zero`), so XLA drops their computation from the compiled step.
+  """
 
   def train_step(state: TrainState, images, labels, key):
     aug_key, dropout_key = jax.random.split(key)
@@ -74,7 +86,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module, aug: augment_lib.AugmentConfig) -> Callable:
-  """(params, uint8 images, labels, mask) -> summed loss and correct; jitted."""
+  """(params, images, labels, mask) -> summed loss and correct; jitted."""
 
   def eval_step(params, images, labels, mask):
     logits = model.apply({'params': params}, augment_lib.preprocess(images, aug))
@@ -104,11 +116,97 @@ def evaluate(eval_step: Callable, params, split: data_lib.Split,
   return {'loss': totals['loss'] / n, 'accuracy': totals['correct'] / n}
 
 
-def epoch_indices(seed: int, epoch: int, num_examples: int, count: int) -> np.ndarray:
+def epoch_indices(seed: int, epoch: int, num_examples: int, count: int,
+                  phase: int = 0) -> np.ndarray:
   """`count` example indices: successive shuffles, each example once per shuffle."""
-  rng = np.random.default_rng([seed, epoch])
+  rng = np.random.default_rng([seed, phase, epoch])
   shuffles = [rng.permutation(num_examples) for _ in range(math.ceil(count / num_examples))]
   return np.concatenate(shuffles)[:count]
+
+
+@dataclasses.dataclass
+class Phase:
+  """One phase's setting: what trains on what, and how."""
+  name: str
+  model: nn.Module
+  tx: optax.GradientTransformation
+  aug: augment_lib.AugmentConfig
+  splits: dict                      # name -> Split (images, or features)
+  config: Any                       # the phase's optimization group
+  steps_per_epoch: int
+
+
+def train_phase(phase: Phase, params, seed: int, history: list,
+                checkpoints: Optional[checkpoint_lib.Checkpoints],
+                workdir: Optional[str]) -> tuple[Any, Any]:
+  """Runs (or resumes) the phase's epochs; appends to `history` in place.
+
+  Returns (last params, best params by validation accuracy).
+  """
+  tc = phase.config
+  phase_index = PHASES.index(phase.name)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                     opt_state=phase.tx.init(params))
+  done = [h for h in history if h['phase'] == phase.name]
+  best_accuracy = max((_selection_metric(h) for h in done), default=-1.0)
+  if checkpoints and done:
+    state, _ = checkpoints.restore_latest(state)
+    logging.info('%s: resuming after epoch %d of %d.', phase.name, len(done), tc.epochs)
+  train_step = make_train_step(phase.model, phase.tx, phase.aug)
+  eval_step = make_eval_step(phase.model, phase.aug)
+  eval_batch_size = tc.eval_batch_size or tc.batch_size
+  train_split = phase.splits['train']
+  validation = phase.splits.get('validation')
+  num_train = len(train_split.labels)
+  root_key = jax.random.fold_in(jax.random.PRNGKey(seed), phase_index)
+
+  for epoch in range(len(done) + 1, tc.epochs + 1):
+    epoch_started = time.time()
+    order = epoch_indices(seed, epoch, num_train, phase.steps_per_epoch * tc.batch_size,
+                          phase_index)
+    epoch_key = jax.random.fold_in(root_key, epoch)
+    sums = {'loss': 0.0, 'accuracy': 0.0}
+    bar = tqdm.tqdm(range(phase.steps_per_epoch), unit='step', leave=False,
+                    desc=f'{phase.name} epoch {epoch}/{tc.epochs}', dynamic_ncols=True)
+    for step in bar:
+      batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
+      state, metrics = train_step(state, train_split.images[batch],
+                                  train_split.labels[batch],
+                                  jax.random.fold_in(epoch_key, step))
+      for k in sums:
+        sums[k] += float(metrics[k])
+      bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
+                      acc=f'{sums["accuracy"] / (step + 1):.4f}', refresh=False)
+    bar.close()
+    entry = {'phase': phase.name, 'epoch': epoch,
+             'train_loss': sums['loss'] / phase.steps_per_epoch,
+             'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
+    if validation is not None:
+      val = evaluate(eval_step, state.params, validation, eval_batch_size)
+      entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
+    entry['seconds'] = time.time() - epoch_started
+    history.append(entry)
+    logging.info('%s epoch %d/%d  %s', phase.name, epoch, tc.epochs, '  '.join(
+        f'{k}={v:.4f}' for k, v in entry.items() if k not in ('phase', 'epoch')))
+
+    is_best = _selection_metric(entry) > best_accuracy
+    best_accuracy = max(best_accuracy, _selection_metric(entry))
+    if checkpoints:
+      checkpoints.save(epoch, state, {'history': history}, is_best)
+      report.write_json(os.path.join(workdir, 'history.json'), history)
+      report.plot_history(history, os.path.join(workdir, 'curves.png'))
+
+  best = state.params
+  if checkpoints:
+    checkpoints.wait()
+    restored = checkpoints.restore_best(state)
+    if restored is not None:
+      best = restored[0].params
+  return state.params, best
+
+
+def _selection_metric(entry: dict) -> float:
+  return entry.get('val_accuracy', entry['train_accuracy'])
 
 
 @dataclasses.dataclass
@@ -135,12 +233,58 @@ def _num_classes(config, dataset: data_lib.Dataset) -> int:
   return found
 
 
-def init_state(config, model: nn.Module, tx: optax.GradientTransformation,
-               image_shape) -> TrainState:
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  params = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params))
+def _steps_per_epoch(tc, num_train: int) -> int:
+  return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
+
+
+def _bottleneck_phase(config, model, params, dataset) -> Phase:
+  """The head alone, trained on the frozen base's cached features."""
+  tc = config.bottleneck
+  base = {k: v for k, v in params.items() if k != 'head'}
+  splits = {}
+  for name, split in dataset.splits.items():
+    feats = features_lib.cached(model, params, base, split.images,
+                                tc.eval_batch_size or tc.batch_size,
+                                config.model.get('cache_dir', ''), f'{name} features')
+    splits[name] = data_lib.Split(images=feats, labels=split.labels, files=split.files)
+  steps = _steps_per_epoch(tc, len(splits['train'].labels))
+  tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)), params['head'], steps)
+  return Phase('bottleneck', models.head_of(config.model, model), tx,
+               augment_lib.AugmentConfig(), splits, tc, steps)
+
+
+def _train_phase(config, model, params, dataset) -> Phase:
+  """The model end to end on images with augmentation; `trainable` picks what trains."""
+  tc = config.train
+  steps = _steps_per_epoch(tc, len(dataset.splits['train'].labels))
+  return Phase('train', model, partition.optimizer(tc, params, steps),
+               augment_lib.AugmentConfig.from_config(config.augment),
+               dict(dataset.splits), tc, steps)
+
+
+def _log_partition(phase: Phase, params) -> None:
+  counts = partition.count(params, partition.labels(
+      params, phase.config.get('trainable', ('.*',)),
+      phase.config.get('group_learning_rates', ())))
+  logging.info('%s: %s parameters', phase.name, ', '.join(
+      f'{count:,} {label}' for label, count in sorted(counts.items())))
+
+
+def _results(phase: Phase, params, history: list, evaluated: str, dataset) -> dict:
+  entries = [h for h in history if h['phase'] == phase.name]
+  results = {'phase': phase.name, 'epochs': len(entries), 'evaluated': evaluated,
+             'num_classes': dataset.num_classes,
+             'class_names': list(dataset.class_names)}
+  if evaluated == 'best' and entries:
+    results['best_epoch'] = max(entries, key=_selection_metric)['epoch']
+  eval_step = make_eval_step(phase.model, phase.aug)
+  batch_size = phase.config.eval_batch_size or phase.config.batch_size
+  for name, prefix in (('validation', 'val'), ('test', 'test')):
+    if name in phase.splits:
+      metrics = evaluate(eval_step, params, phase.splits[name], batch_size)
+      results[f'{prefix}_accuracy'] = metrics['accuracy']
+      results[f'{prefix}_loss'] = metrics['loss']
+  return results
 
 
 def fit(config, dataset: Optional[data_lib.Dataset] = None,
@@ -156,96 +300,43 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
     dataset = data_lib.load(config.data)
   if 'train' not in dataset.splits:
     raise data_lib.DataError('the dataset has no train split')
-  train_split = dataset.splits['train']
-  num_classes = _num_classes(config, dataset)
-  model = models.build(config.model, num_classes)
-  aug = augment_lib.AugmentConfig.from_config(config.augment)
+  model = models.build(config.model, _num_classes(config, dataset))
+  params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
+                              dataset.splits['train'].images.shape[1:])
+  if config.init_from:
+    params = checkpoint_lib.merge_params(params, checkpoint_lib.best_params(config.init_from))
 
-  tc = config.train
-  num_train = len(train_split.labels)
-  steps_per_epoch = tc.steps_per_epoch or math.ceil(num_train / tc.batch_size)
-  eval_batch_size = tc.eval_batch_size or tc.batch_size
-  tx = optim.make(tc, steps_per_epoch)
-  state = init_state(config, model, tx, train_split.images.shape[1:])
-  train_step = make_train_step(model, tx, aug)
-  eval_step = make_eval_step(model, aug)
-
-  history: list = []
-  best_accuracy = -1.0
-  checkpoints = None
+  checkpoints, history = {}, []
   if workdir:
     os.makedirs(workdir, exist_ok=True)
     report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     report.write_json(os.path.join(workdir, 'data_report.json'),
                       report.data_report(dataset))
-    checkpoints = checkpoint_lib.Checkpoints(workdir)
-    restored = checkpoints.restore_latest(state)
-    if restored is not None:
-      state, meta = restored
-      history, best_accuracy = meta['history'], meta['best_val_accuracy']
-      logging.info('Resuming from %s after epoch %d of %d.', workdir,
-                   len(history), tc.epochs)
+    checkpoints = {name: checkpoint_lib.Checkpoints(workdir, name) for name in PHASES}
+    history = checkpoint_lib.saved_history(checkpoints[name] for name in reversed(PHASES))
 
-  validation = dataset.splits.get('validation')
-  root_key = jax.random.PRNGKey(config.seed)
-  for epoch in range(len(history) + 1, tc.epochs + 1):
-    epoch_started = time.time()
-    order = epoch_indices(config.seed, epoch, num_train, steps_per_epoch * tc.batch_size)
-    epoch_key = jax.random.fold_in(root_key, epoch)
-    sums = {'loss': 0.0, 'accuracy': 0.0}
-    bar = tqdm.tqdm(range(steps_per_epoch), desc=f'epoch {epoch}/{tc.epochs}',
-                    unit='step', leave=False, dynamic_ncols=True)
-    for step in bar:
-      batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-      state, metrics = train_step(state, train_split.images[batch],
-                                  train_split.labels[batch],
-                                  jax.random.fold_in(epoch_key, step))
-      for k in sums:
-        sums[k] += float(metrics[k])
-      bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
-                      acc=f'{sums["accuracy"] / (step + 1):.4f}', refresh=False)
-    bar.close()
-    entry = {'epoch': epoch,
-             'train_loss': sums['loss'] / steps_per_epoch,
-             'train_accuracy': sums['accuracy'] / steps_per_epoch}
-    if validation is not None:
-      val = evaluate(eval_step, state.params, validation, eval_batch_size)
-      entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
-    entry['seconds'] = time.time() - epoch_started
-    history.append(entry)
-    logging.info('epoch %d/%d  %s', epoch, tc.epochs, '  '.join(
-        f'{k}={v:.4f}' for k, v in entry.items() if k != 'epoch'))
+  evaluated = config.train.evaluate_with if workdir else 'last'
+  pick = lambda last, best: best if evaluated == 'best' else last
+  phase = None
+  # Once the train phase has checkpoints, they hold the head trained before it.
+  if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
+    phase = _bottleneck_phase(config, model, params, dataset)
+    _log_partition(phase, params['head'])
+    head = pick(*train_phase(phase, params['head'], config.seed, history,
+                             checkpoints.get('bottleneck'), workdir))
+    params = {**params, 'head': head}
+  if config.train.epochs:
+    phase = _train_phase(config, model, params, dataset)
+    _log_partition(phase, params)
+    params = pick(*train_phase(phase, params, config.seed, history,
+                               checkpoints.get('train'), workdir))
+  for manager in checkpoints.values():
+    manager.close()
 
-    is_best = entry.get('val_accuracy', entry['train_accuracy']) > best_accuracy
-    if is_best:
-      best_accuracy = entry.get('val_accuracy', entry['train_accuracy'])
-    if checkpoints:
-      checkpoints.save(epoch, state, {'history': history,
-                                      'best_val_accuracy': best_accuracy}, is_best)
-      report.write_json(os.path.join(workdir, 'history.json'), history)
-      report.plot_history(history, os.path.join(workdir, 'curves.png'))
-
-  params = state.params
-  evaluated = 'last'
-  if checkpoints:
-    checkpoints.wait()
-    if tc.evaluate_with == 'best' and history:
-      best = checkpoints.restore_best(state)
-      if best is not None:
-        params, evaluated = best[0].params, 'best'
-    checkpoints.close()
-
-  results = {'epochs': len(history), 'evaluated': evaluated,
-             'num_classes': num_classes, 'class_names': list(dataset.class_names)}
-  if evaluated == 'best':
-    results['best_epoch'] = max(
-        history, key=lambda h: h.get('val_accuracy', h['train_accuracy']))['epoch']
-  for name in ('validation', 'test'):
-    if name in dataset.splits:
-      metrics = evaluate(eval_step, params, dataset.splits[name], eval_batch_size)
-      prefix = 'val' if name == 'validation' else name
-      results[f'{prefix}_accuracy'] = metrics['accuracy']
-      results[f'{prefix}_loss'] = metrics['loss']
+  results = {}
+  if phase is not None:
+    results = _results(phase, params if phase.name == 'train' else params['head'],
+                       history, evaluated, dataset)
   results['wall_seconds'] = time.time() - started
   if workdir:
     report.write_json(os.path.join(workdir, 'results.json'), results)

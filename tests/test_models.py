@@ -6,6 +6,7 @@ import pytest
 
 from fsv import config as config_lib
 from fsv import models
+from fsv.models import layers
 from fsv.models import small_convnet
 
 
@@ -35,7 +36,7 @@ def test_blog_variant():
 def test_max_pool_matches_flax_max_pool_on_odd_sizes():
   import flax.linen as nn
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
-  np.testing.assert_array_equal(small_convnet.max_pool_2x2(x),
+  np.testing.assert_array_equal(layers.max_pool_2x2(x),
                                 nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 

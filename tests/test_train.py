@@ -88,7 +88,7 @@ def test_workdir_outputs_and_resume_continue_from_saved_epoch(tmp_path):
   best = max(history, key=lambda h: h['val_accuracy'])
   assert results['evaluated'] == 'best' and results['best_epoch'] == best['epoch']
   assert results['val_accuracy'] == best['val_accuracy']
-  assert os.listdir(os.path.join(workdir, 'checkpoints', 'latest')) == ['3']
+  assert os.listdir(os.path.join(workdir, 'checkpoints', 'train', 'latest')) == ['3']
 
 
 def test_epoch_indices_cover_every_example_once_per_pass():
@@ -125,4 +125,4 @@ def test_experiments_run_end_to_end_on_an_image_folder(tmp_path, make_image_fold
 
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert 'Resuming' in rerun.stderr and 'from cache' in rerun.stderr.lower()
+  assert 'train: resuming after epoch 2 of 2' in rerun.stderr and 'from cache' in rerun.stderr.lower()

@@ -17,13 +17,13 @@ from typing import Any, Callable
 import numpy as np
 import PIL
 
+from fsv.cache_dir import cache_root
 from fsv.data.decode import DECODER_VERSION, Split, SplitReport
 
 
 def root(cache_dir: str) -> pathlib.Path:
-  """The folder of data entries: `cache_dir`, else $FSV_CACHE_DIR, else ~/.cache/fsv."""
-  base = cache_dir or os.environ.get('FSV_CACHE_DIR') or '~/.cache/fsv'
-  return pathlib.Path(base).expanduser() / 'data'
+  """The folder of data entries under the cache root (see fsv/cache_dir.py)."""
+  return cache_root(cache_dir) / 'data'
 
 
 def key(parts: dict[str, Any]) -> str:

@@ -17,24 +17,16 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models.layers import max_pool_2x2
+
 BOOK = dict(conv_features=(32, 64, 128, 128), dense_units=512,
             flatten_dropout=0.5, dense_dropout=0.0)
 BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
+INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
+
 _kernel_init = nn.initializers.glorot_uniform()
-
-
-def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
-  """Keras MaxPooling2D(2) ('valid': an odd last row/column is dropped).
-
-  Written as reshape + max rather than `nn.max_pool`: XLA's CPU backend
-  differentiates reduce_window through select-and-scatter, which made the
-  whole training step 35% slower here; the max's gradient is elementwise.
-  """
-  n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2]
-  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class SmallConvNet(nn.Module):
@@ -58,8 +50,8 @@ class SmallConvNet(nn.Module):
     return nn.Dense(self.num_outputs, kernel_init=_kernel_init, name='logits')(x)
 
 
-def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(name='small_convnet', num_classes=0, **BOOK))
+def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(name=name, num_classes=0, **BOOK))
 
 
 def min_input_size(config) -> int:
@@ -70,7 +62,8 @@ def min_input_size(config) -> int:
   return size
 
 
-def validate_config(config, error) -> None:
+def validate_config(full_config, error) -> None:
+  config = full_config.model
   if not config.conv_features or any(f < 1 for f in config.conv_features):
     raise error(f'config.model.conv_features={tuple(config.conv_features)!r}: '
                 'must be a non-empty sequence of positive channel counts')

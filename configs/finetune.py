@@ -1,0 +1,31 @@
+r"""Fine-tuning VGG16's top conv block (block5) with the head, after training the head.
+
+  python -m experiments.run --config=configs/finetune.py --workdir=workdirs/finetune
+
+As the blog: start from a trained head (here trained first in the same run on
+cached bottleneck features; or `--config.init_from=WORKDIR` of an earlier
+run), then unfreeze block5 and train with SGD(1e-4, momentum 0.9) and
+augmentation. Book: 97% test.
+"""
+from fsv import config as config_lib
+
+
+def get_config():
+  config = config_lib.base('vgg16')
+  config.data.dir = '../shared/data/cats_vs_dogs_small'
+  config.model.weights = 'imagenet'
+  config.bottleneck.epochs = 30
+  config.bottleneck.batch_size = 16
+  config.bottleneck.eval_batch_size = 50
+  config.bottleneck.learning_rate = 1e-4
+  config.augment.update(dict(rotation_range=40.0, width_shift_range=0.2,
+                             height_shift_range=0.2, shear_range=0.2,
+                             zoom_range=0.2, horizontal_flip=True))
+  config.train.trainable = ('block5_.*', 'head/.*')
+  config.train.epochs = 8
+  config.train.batch_size = 20
+  config.train.eval_batch_size = 50
+  config.train.optimizer = 'sgd'
+  config.train.learning_rate = 1e-4
+  config.train.momentum = 0.9
+  return config

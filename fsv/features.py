@@ -1,0 +1,67 @@
+"""Bottleneck features: the frozen base's outputs, computed once and cached.
+
+The cache key covers everything the features depend on: the base's
+parameters (their bytes), the images (their bytes, so size and content), and
+the model; a rerun with the same weights and data reads them back instead of
+running the base again.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+from absl import logging
+import flax.linen as nn
+import jax
+import numpy as np
+import tqdm
+
+from fsv import cache_dir as cache_dir_lib
+
+
+def digest(*arrays_or_trees) -> str:
+  """sha256 over the shapes, dtypes and bytes of every array in the arguments."""
+  h = hashlib.sha256()
+  for tree in arrays_or_trees:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      leaf = np.asarray(leaf)
+      h.update(f'{jax.tree_util.keystr(path)}:{leaf.shape}:{leaf.dtype}'.encode())
+      h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,
+            description: str = 'features') -> np.ndarray:
+  """The base's features (float32) of uint8 images, in batches of one shape."""
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x.astype(np.float32),
+                                           features_only=True))
+  chunks = []
+  for start in tqdm.trange(0, len(images), batch_size, desc=description, leave=False):
+    batch = images[start:start + batch_size]
+    real = len(batch)
+    if real < batch_size:  # pad: one compiled shape for the whole set
+      batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:],
+                                              batch.dtype)])
+    chunks.append(np.asarray(apply(params, batch))[:real])
+  return np.concatenate(chunks)
+
+
+def cached(model: nn.Module, params, base_params, images: np.ndarray, batch_size: int,
+           cache_dir: str, description: str) -> np.ndarray:
+  """`extract`, read from / written to `<cache>/features/<key>.npy`."""
+  key = digest({'model': np.frombuffer(repr(model).encode(), np.uint8)},
+               base_params, images)
+  folder = cache_dir_lib.cache_root(cache_dir) / 'features'
+  path = folder / f'{key}.npy'
+  if path.exists():
+    logging.info('%s: bottleneck features from cache %s', description, path)
+    return np.load(path, allow_pickle=False)
+  features = extract(model, params, images, batch_size, description)
+  folder.mkdir(parents=True, exist_ok=True)
+  with tempfile.NamedTemporaryFile(dir=folder, suffix='.tmp', delete=False) as f:
+    np.save(f, features, allow_pickle=False)
+  os.replace(f.name, path)  # complete or absent, never half written
+  logging.info('%s: bottleneck features %s cached in %s', description,
+               features.shape, path)
+  return features

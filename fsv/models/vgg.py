@@ -1,0 +1,176 @@
+"""VGG16 and VGG19 as in `keras.applications`, with Keras's layer names.
+
+Layer names (`block1_conv1` ... `block5_conv3`, `fc1`, `fc2`, `predictions`)
+are Keras's, so weights map one to one and freezing patterns read the same
+as in the Keras recipe. Inputs are RGB pixels in 0-255; `caffe_preprocess`,
+the only place preprocessing happens, turns them into what the ImageNet
+weights expect, so train, eval and predict cannot disagree.
+
+`VGG` is the Keras application (optionally with its 1000-class top).
+`VGGClassifier` is the transfer model of the recipe: the conv base, then
+flatten (or global pooling) and the blog's head (Dense 256, ReLU,
+Dropout 0.5, one sigmoid unit or a softmax). Its parameters are the conv
+layers at the top level plus `head/`, so `('block5_.*', 'head/.*')` selects
+what fine-tuning trains.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from fsv.models.layers import max_pool_2x2
+
+BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+# keras.applications.imagenet_utils, mode 'caffe': BGR means, no scaling.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+POOLINGS = ('', 'avg', 'max')
+INPUT_RESCALE = 1.0  # caffe_preprocess works on 0-255 pixels
+
+
+def caffe_preprocess(rgb: jnp.ndarray) -> jnp.ndarray:
+  """keras.applications.vgg16.preprocess_input for 0-255 RGB pixels."""
+  return rgb[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, rgb.dtype)
+
+
+def conv_layer_names(depth: int) -> list[str]:
+  return [f'block{b + 1}_conv{i + 1}' for b, n in enumerate(BLOCKS[depth])
+          for i in range(n)]
+
+
+def conv_base(x: jnp.ndarray, depth: int) -> jnp.ndarray:
+  """The 13 (16) or 16 (19) conv layers; call inside a compact module so the
+  layers are named at that module's top level."""
+  for block, (count, width) in enumerate(zip(BLOCKS[depth], WIDTHS)):
+    for i in range(count):
+      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME',
+                          name=f'block{block + 1}_conv{i + 1}')(x))
+    x = max_pool_2x2(x)
+  return x
+
+
+def _pool(x: jnp.ndarray, pooling: Optional[str]) -> jnp.ndarray:
+  if pooling == 'avg':
+    return x.mean(axis=(1, 2))
+  if pooling == 'max':
+    return x.max(axis=(1, 2))
+  return x.reshape((x.shape[0], -1))
+
+
+class VGG(nn.Module):
+  """keras.applications.VGG16/VGG19; returns logits (the top) or features."""
+  depth: int = 16
+  include_top: bool = True
+  pooling: Optional[str] = None  # without the top: None (4D features), 'avg', 'max'
+  num_classes: int = 1000
+
+  @nn.compact
+  def __call__(self, rgb: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = conv_base(caffe_preprocess(rgb), self.depth)
+    if not self.include_top:
+      return x if not self.pooling else _pool(x, self.pooling)
+    x = _pool(x, None)
+    x = nn.relu(nn.Dense(4096, name='fc1')(x))
+    x = nn.relu(nn.Dense(4096, name='fc2')(x))
+    return nn.Dense(self.num_classes, name='predictions')(x)
+
+
+class Head(nn.Module):
+  """The blog's classifier on bottleneck features: Dense, ReLU, Dropout, logits."""
+  num_outputs: int = 1
+  units: int = 256
+  dropout: float = 0.5
+  pooling: str = ''
+
+  @nn.compact
+  def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = _pool(features, self.pooling)
+    x = nn.relu(nn.Dense(self.units, name='dense')(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return nn.Dense(self.num_outputs, name='logits')(x)
+
+
+class VGGClassifier(nn.Module):
+  """Conv base (Keras names, top level) + `head`.
+
+  `features_only=True` stops after the conv base: the bottleneck features
+  that `Head` (the `head` parameters) classifies.
+  """
+  depth: int = 16
+  num_outputs: int = 1
+  head_units: int = 256
+  head_dropout: float = 0.5
+  pooling: str = ''
+
+  @nn.compact
+  def __call__(self, rgb: jnp.ndarray, train: bool = False,
+               features_only: bool = False) -> jnp.ndarray:
+    x = conv_base(caffe_preprocess(rgb), self.depth)
+    if features_only:
+      return x
+    return Head(**_head_fields(self), name='head')(x, train=train)
+
+
+def _head_fields(classifier: VGGClassifier) -> dict:
+  return dict(num_outputs=classifier.num_outputs, units=classifier.head_units,
+              dropout=classifier.head_dropout, pooling=classifier.pooling)
+
+
+def head_of(classifier: VGGClassifier) -> Head:
+  """The classifier's head as a module of its own, for the `head` parameters."""
+  return Head(**_head_fields(classifier), parent=None)
+
+
+def default_config(name: str = 'vgg16') -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name=name,
+      num_classes=0,
+      weights='imagenet',   # 'imagenet' (see fsv.pretrained), '' for random, or a file
+      cache_dir='',         # converted weights: '' = $FSV_CACHE_DIR or ~/.cache/fsv
+      pooling='',           # '' flattens (the blog); 'avg' or 'max' pool globally
+      head_units=256,
+      head_dropout=0.5,
+  ))
+
+
+def min_input_size(config) -> int:
+  del config
+  return 32  # five 2x2 poolings leave one pixel
+
+
+def validate_config(full_config, error) -> None:
+  config = full_config.model
+  if full_config.augment.rescale != 1:
+    raise error(
+        f'config.augment.rescale={full_config.augment.rescale}: VGG applies its own '
+        'caffe preprocessing to 0-255 pixels; rescaling them first (the blog\'s '
+        "rescale=1./255) would feed the ImageNet weights the wrong inputs. Set it to 1.")
+  if config.pooling not in POOLINGS:
+    raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
+  if config.head_units < 1:
+    raise error(f'config.model.head_units={config.head_units}: must be >= 1')
+  if not 0 <= config.head_dropout < 1:
+    raise error(f'config.model.head_dropout={config.head_dropout}: must be in [0, 1)')
+
+
+def _depth(config) -> int:
+  return int(config.name[len('vgg'):])
+
+
+def pretrained_params(config, params: dict) -> dict:
+  """`params` with the conv base replaced by `config.weights` (if any)."""
+  if not config.weights:
+    return params
+  from fsv import pretrained  # the loaders need h5py/onnx only when used
+  base = pretrained.load_vgg(_depth(config), config.weights, include_top=False,
+                             cache_dir=config.cache_dir)
+  return {**params, **base}
+
+
+def build(config, num_outputs: int) -> VGGClassifier:
+  return VGGClassifier(depth=_depth(config), num_outputs=num_outputs,
+                       head_units=config.head_units, head_dropout=config.head_dropout,
+                       pooling=config.pooling)

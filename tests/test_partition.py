@@ -1,0 +1,94 @@
+"""Freezing through optax: labels from patterns, frozen weights untouched,
+no optimizer state and no backward pass for them."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fsv
+from fsv import augment
+from fsv import partition
+from fsv import train as train_lib
+from fsv.config import ConfigError
+
+SIZE = 24
+
+
+def _small_model_and_params():
+  config = fsv.base_config()
+  config.model.conv_features = (4, 8)
+  config.model.dense_units = 8
+  model = fsv.build_model(config.model, 2)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, SIZE, SIZE, 3)))['params']
+  return model, params
+
+
+def _train_config(**kw):
+  config = fsv.base_config().train
+  config.update(kw)
+  return config
+
+
+def test_labels_from_patterns_and_groups():
+  _, params = _small_model_and_params()
+  labels = partition.labels(params, ('conv2/.*', 'dense/.*', 'logits/.*'),
+                            (('conv2/.*', 1e-5),))
+  assert labels['conv1'] == {'kernel': 'frozen', 'bias': 'frozen'}
+  assert labels['conv2']['kernel'] == 'group0'
+  assert labels['logits']['bias'] == 'trainable'
+
+
+@pytest.mark.parametrize('trainable,groups,match', [
+    (('block5_.*',), (), "'block5_.*' matches no parameter"),
+    (('conv[',), (), 'not a regular expression'),
+    (('logits/.*',), (('conv1/.*', 1e-3),), "'conv1/.*' matches no parameter"),
+])
+def test_patterns_that_match_nothing_are_errors(trainable, groups, match):
+  _, params = _small_model_and_params()
+  with pytest.raises(ConfigError, match=match):
+    partition.labels(params, trainable, groups)
+
+
+def _train_a_few_steps(trainable, optimizer='rmsprop'):
+  model, params = _small_model_and_params()
+  tx = partition.optimizer(_train_config(trainable=trainable, optimizer=optimizer,
+                                         learning_rate=1e-2), params, 10)
+  state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                               opt_state=tx.init(params))
+  step = train_lib.make_train_step(model, tx, augment.AugmentConfig())
+  images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3), np.uint8)
+  labels = np.array([0, 1, 0, 1], np.int32)
+  before = jax.tree_util.tree_map(np.asarray, params)
+  for i in range(3):
+    state, _ = step(state, images, labels, jax.random.PRNGKey(i))
+  return before, state, tx, step, (images, labels)
+
+
+def test_frozen_parameters_are_bit_for_bit_unchanged():
+  before, state, *_ = _train_a_few_steps(('dense/.*', 'logits/.*'), optimizer='adam')
+  after = jax.tree_util.tree_map(np.asarray, state.params)
+  for name in ('conv1', 'conv2'):
+    for leaf in ('kernel', 'bias'):
+      np.testing.assert_array_equal(after[name][leaf], before[name][leaf])
+  assert not np.array_equal(after['dense']['kernel'], before['dense']['kernel'])
+
+
+def test_no_optimizer_state_for_frozen_parameters():
+  _, state, *_ = _train_a_few_steps(('logits/.*',), optimizer='adam')
+  state_size = sum(x.size for x in jax.tree_util.tree_leaves(state.opt_state))
+  logits_size = sum(x.size for x in jax.tree_util.tree_leaves(state.params['logits']))
+  # Adam keeps two moments (plus step counters) for the trainable logits only.
+  assert 2 * logits_size <= state_size <= 2 * logits_size + 4
+
+
+def _compiled_convolutions(trainable) -> int:
+  _, state, _, step, (images, labels) = _train_a_few_steps(trainable)
+  hlo = step.lower(state, images, labels, jax.random.PRNGKey(0)).compile().as_text()
+  return hlo.count(' convolution(')
+
+
+def test_compiled_step_skips_the_frozen_backward_pass():
+  # Two conv layers: forward 2; all trainable adds 2 kernel grads + 1 input grad.
+  assert _compiled_convolutions(('.*',)) == 5
+  assert _compiled_convolutions(('conv2/.*', 'dense/.*', 'logits/.*')) == 3
+  assert _compiled_convolutions(('dense/.*', 'logits/.*')) == 2
