@@ -14,6 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 import fsv
+from fsv.pretrained import WeightsError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=True)
@@ -38,7 +39,7 @@ def main(argv):
   logging.info('workdir: %s', workdir)
   try:
     fsv.fit(_CONFIG.value, workdir=workdir)
-  except (fsv.ConfigError, fsv.DataError) as e:
+  except (fsv.ConfigError, fsv.DataError, WeightsError) as e:
     sys.exit(f'error: {e}')  # the message names the problem; a traceback would not help
 
 
