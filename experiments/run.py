@@ -5,6 +5,7 @@ r"""Trains and evaluates one run described by a config file.
 
 Rerunning with the same --workdir resumes from the last complete epoch.
 """
+import logging as py_logging  # absl's WARNING is a verbosity, not a record level
 import os
 import sys
 
@@ -26,7 +27,7 @@ flags.mark_flags_as_required(['config'])
 
 def _quiet_checkpointer_info(record) -> bool:
   """Orbax logs a dozen INFO lines per save; keep its warnings and errors."""
-  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+  return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):

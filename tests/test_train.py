@@ -122,6 +122,7 @@ def test_experiments_run_end_to_end_on_an_image_folder(tmp_path, make_image_fold
   results = json.load(open(workdir / 'results.json'))
   assert results['class_names'] == ['cats', 'dogs'] and results['epochs'] == 2
   assert 0 <= results['test_accuracy'] <= 1
+  assert 'checkpoint_manager.py' not in proc.stderr  # orbax's INFO chatter is filtered
 
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
