@@ -40,7 +40,8 @@ def main(argv):
   logging.info('workdir: %s', workdir)
   try:
     fsv.fit(_CONFIG.value, workdir=workdir)
-  except (fsv.ConfigError, fsv.DataError, WeightsError) as e:
+  except (fsv.ConfigError, fsv.DataError, WeightsError, fsv.WorkdirError,
+          fsv.NonFiniteLossError) as e:
     sys.exit(f'error: {e}')  # the message names the problem; a traceback would not help
 
 

@@ -24,12 +24,15 @@ from fsv.config import validate as validate_config
 from fsv.data import DataError
 from fsv.data import load as load_dataset
 from fsv.models import build as build_model
+from fsv.report import WorkdirError
+from fsv.train import NonFiniteLossError
 from fsv.train import Result
 from fsv.train import fit
 from fsv.api import load_config
 from fsv.api import predict
 
 __all__ = [
-    'ConfigError', 'DataError', 'Result', 'base_config', 'build_model', 'fit',
-    'load_config', 'load_dataset', 'predict', 'validate_config',
+    'ConfigError', 'DataError', 'NonFiniteLossError', 'Result', 'WorkdirError',
+    'base_config', 'build_model', 'fit', 'load_config', 'load_dataset', 'predict',
+    'validate_config',
 ]

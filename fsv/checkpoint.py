@@ -6,7 +6,8 @@ Layout under the workdir:
 Each holds the train state and, as JSON, the run's history so far, so a
 resumed run has every epoch exactly once. Orbax writes to a temporary
 directory and renames it when complete, so a killed process never leaves a
-partial checkpoint behind that would be picked up.
+partial checkpoint behind that would be picked up. A write that fails
+(read-only, disk full) is a `report.WorkdirError` naming the directory.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fsv import report
+
 _ITEMS = ('state', 'meta')
 # Phases in the order they run; the last one with a checkpoint is the run's result.
 PHASES = ('bottleneck', 'train')
@@ -27,23 +30,38 @@ class Checkpoints:
   """The latest and best checkpoints of one phase under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, phase: str = 'train'):
-    root = os.path.join(os.path.abspath(workdir), 'checkpoints', phase)
+    self._root = os.path.join(os.path.abspath(workdir), 'checkpoints', phase)
 
     def manager(name):
       return ocp.CheckpointManager(
-          os.path.join(root, name), item_names=_ITEMS,
+          os.path.join(self._root, name), item_names=_ITEMS,
           options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                                cleanup_tmp_directories=True))
 
-    self._latest = manager('latest')
-    self._best = manager('best')
+    with self._writing():
+      self._latest = manager('latest')
+      self._best = manager('best')
+
+  def _writing(self):
+    # A failed write surfaces as tensorstore's ValueError ('... [os_error_code=28]'),
+    # from this call or, for an asynchronous save, from the next one.
+    return report.writing(self._root, (OSError, ValueError))
 
   def save(self, epoch: int, state: Any, meta: dict, is_best: bool) -> None:
+    """Saves `epoch`; a best epoch is complete in `best` before `latest` starts.
+
+    That order is what makes a kill at any moment safe: once `latest` holds an
+    epoch (so a resumed run will not repeat it), `best` holds it too if it was
+    the best. A resumed run that repeats an epoch `best` already holds finds
+    orbax skipping the save, and the state is the same anyway.
+    """
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
-    self._latest.save(epoch, args=args)
-    if is_best:
-      self._best.save(epoch, args=args)
+    with self._writing():
+      if is_best:
+        self._best.save(epoch, args=args)
+        self._best.wait_until_finished()
+      self._latest.save(epoch, args=args)
 
   def _restore(self, manager, like: Optional[Any]):
     epoch = manager.latest_step()
@@ -71,12 +89,14 @@ class Checkpoints:
         meta=ocp.args.JsonRestore())).meta
 
   def wait(self) -> None:
-    self._latest.wait_until_finished()
-    self._best.wait_until_finished()
+    with self._writing():
+      self._latest.wait_until_finished()
+      self._best.wait_until_finished()
 
   def close(self) -> None:
-    self._latest.close()
-    self._best.close()
+    with self._writing():
+      self._latest.close()
+      self._best.close()
 
 
 def saved_history(newest_first: Iterable[Checkpoints]) -> list:

@@ -23,6 +23,7 @@ OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 SOURCES = ('folder', 'tfds')
 BAD_IMAGE_POLICIES = ('skip', 'error')
+NONFINITE_LOSS_POLICIES = ('stop', 'ignore')
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos')
 
 
@@ -90,6 +91,9 @@ def _optimization(**more) -> dict:
       weight_decay=0.0,        # adamw only
       schedule='constant',
       warmup_epochs=0,
+      # 'stop': a NaN or inf training loss ends the run, naming the epoch and
+      # step, before that epoch is checkpointed; 'ignore' trains on.
+      on_nonfinite_loss='stop',
       **more)
 
 
@@ -195,6 +199,7 @@ def _validate_optimization(config, group: str):
   values = config[group]
   _one_of(config, f'{group}.optimizer', OPTIMIZERS)
   _one_of(config, f'{group}.schedule', SCHEDULES)
+  _one_of(config, f'{group}.on_nonfinite_loss', NONFINITE_LOSS_POLICIES)
   for key, low in (('epochs', 0), ('batch_size', 1), ('eval_batch_size', 0),
                    ('warmup_epochs', 0)):
     _require(values[key] >= low, f'{group}.{key}', f'must be >= {low}', values[key])

@@ -1,6 +1,11 @@
-"""What a run leaves in its workdir besides checkpoints: JSON and curves."""
+"""What a run leaves in its workdir besides checkpoints: JSON and curves.
+
+A workdir that cannot take them (read-only, full, not a folder) is a
+`WorkdirError` naming the path, raised by every writer of the workdir.
+"""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -13,15 +18,36 @@ matplotlib.use('Agg')  # files only; notebooks plot through their own backend
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+class WorkdirError(Exception):
+  """The workdir cannot be written; the message names the path and the OS error."""
+
+
+@contextlib.contextmanager
+def writing(path: str, errors: tuple[type[Exception], ...] = (OSError,)):
+  """Turns `errors` raised while writing `path` into a WorkdirError naming it."""
+  try:
+    yield
+  except errors as e:
+    raise WorkdirError(f'cannot write to {path}: {e}') from e
+
+
+def check_writable(workdir: str) -> None:
+  """Creates `workdir` and a file in it, so that a run fails before any work."""
+  with writing(workdir):
+    os.makedirs(workdir, exist_ok=True)
+    tempfile.TemporaryFile(dir=workdir).close()
+
+
 def write_json(path: str, obj: Any) -> None:
   """Writes atomically, so a reader never sees half a file."""
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile('w', dir=directory, delete=False,
-                                   suffix='.tmp') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(f.name, path)
+  with writing(path):
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile('w', dir=directory, delete=False,
+                                     suffix='.tmp') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+      f.write('\n')
+    os.replace(f.name, path)
 
 
 def data_report(dataset) -> dict:
@@ -45,5 +71,8 @@ def plot_history(history: Sequence[dict], path: str) -> None:
     ax.grid(alpha=.3)
     ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  try:
+    with writing(path):
+      fig.savefig(path, dpi=100)
+  finally:
+    plt.close(fig)

@@ -9,10 +9,14 @@ checkpoints and resume) and `fit`, which runs up to two phases:
 Randomness is explicit: every step's key is derived from (seed, phase,
 epoch, step) and every epoch's shuffle from (seed, phase, epoch), so a
 resumed run is the same run as an uninterrupted one.
+What can be checked without the data (the config, `trainable` against the
+model's parameter names, the workdir) is checked before the data is loaded,
+and the number of classes before any image is decoded.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -37,6 +41,10 @@ from fsv import partition
 from fsv import report
 
 PHASES = checkpoint_lib.PHASES
+
+
+class NonFiniteLossError(Exception):
+  """A NaN or inf training loss; the message names the phase, epoch and step."""
 
 
 class TrainState(struct.PyTreeNode):
@@ -173,8 +181,15 @@ def train_phase(phase: Phase, params, seed: int, history: list,
       state, metrics = train_step(state, train_split.images[batch],
                                   train_split.labels[batch],
                                   jax.random.fold_in(epoch_key, step))
-      for k in sums:
-        sums[k] += float(metrics[k])
+      loss = float(metrics['loss'])
+      # Raised before the epoch's checkpoint: resuming starts from finite weights.
+      if not math.isfinite(loss) and tc.on_nonfinite_loss == 'stop':
+        raise NonFiniteLossError(
+            f'{phase.name} epoch {epoch} step {step + 1}: the training loss is {loss}; '
+            f'stopped before checkpointing this epoch (try a lower learning rate, or '
+            f"set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+      sums['loss'] += loss
+      sums['accuracy'] += float(metrics['accuracy'])
       bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
                       acc=f'{sums["accuracy"] / (step + 1):.4f}', refresh=False)
     bar.close()
@@ -220,17 +235,30 @@ class Result:
   dataset: data_lib.Dataset
 
 
-def _num_classes(config, dataset: data_lib.Dataset) -> int:
-  found = dataset.num_classes
+def _check_classes(config, class_names: tuple[str, ...]) -> None:
+  found = len(class_names)
   wanted = config.model.num_classes
   if wanted and wanted != found:
     raise config_lib.ConfigError(
         f'config.model.num_classes={wanted} but the data has {found} classes '
-        f'{list(dataset.class_names)}')
+        f'{list(class_names)}')
   if found < 2:
     raise config_lib.ConfigError(
-        f'the data has {found} class(es) {list(dataset.class_names)}; need at least 2')
-  return found
+        f'the data has {found} class(es) {list(class_names)}; need at least 2')
+
+
+def _check_trainable(config) -> None:
+  """`train.trainable` patterns that match no parameter fail before any work.
+
+  Parameter names do not depend on the number of classes, and `eval_shape`
+  builds the tree of shapes without computing anything.
+  """
+  if not config.train.epochs:
+    return
+  model = models.build(config.model, config.model.num_classes or 2)
+  images = jax.ShapeDtypeStruct((1, *config.data.image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)['params']
+  partition.labels(shapes, config.train.trainable, config.train.group_learning_rates)
 
 
 def _steps_per_epoch(tc, num_train: int) -> int:
@@ -293,14 +321,22 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
 
   `config` may be a full ConfigDict or a partial dict (missing keys take
   their defaults). Without `dataset`, it is loaded from `config.data`.
+  Errors whose message says what to fix: ConfigError, DataError,
+  WeightsError, WorkdirError and NonFiniteLossError.
   """
   started = time.time()
   config = config_lib.validate(config)
+  _check_trainable(config)
+  if workdir:
+    report.check_writable(workdir)
+  check_classes = functools.partial(_check_classes, config)
   if dataset is None:
-    dataset = data_lib.load(config.data)
+    dataset = data_lib.load(config.data, check_classes)
+  else:
+    check_classes(dataset.class_names)
   if 'train' not in dataset.splits:
     raise data_lib.DataError('the dataset has no train split')
-  model = models.build(config.model, _num_classes(config, dataset))
+  model = models.build(config.model, dataset.num_classes)
   params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
                               dataset.splits['train'].images.shape[1:])
   if config.init_from:
@@ -308,7 +344,6 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
 
   checkpoints, history = {}, []
   if workdir:
-    os.makedirs(workdir, exist_ok=True)
     report.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
     report.write_json(os.path.join(workdir, 'data_report.json'),
                       report.data_report(dataset))
@@ -318,20 +353,23 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   evaluated = config.train.evaluate_with if workdir else 'last'
   pick = lambda last, best: best if evaluated == 'best' else last
   phase = None
-  # Once the train phase has checkpoints, they hold the head trained before it.
-  if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
-    phase = _bottleneck_phase(config, model, params, dataset)
-    _log_partition(phase, params['head'])
-    head = pick(*train_phase(phase, params['head'], config.seed, history,
-                             checkpoints.get('bottleneck'), workdir))
-    params = {**params, 'head': head}
-  if config.train.epochs:
-    phase = _train_phase(config, model, params, dataset)
-    _log_partition(phase, params)
-    params = pick(*train_phase(phase, params, config.seed, history,
-                               checkpoints.get('train'), workdir))
-  for manager in checkpoints.values():
-    manager.close()
+  try:
+    # Once the train phase has checkpoints, they hold the head trained before it.
+    if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
+      phase = _bottleneck_phase(config, model, params, dataset)
+      _log_partition(phase, params['head'])
+      head = pick(*train_phase(phase, params['head'], config.seed, history,
+                               checkpoints.get('bottleneck'), workdir))
+      params = {**params, 'head': head}
+    if config.train.epochs:
+      phase = _train_phase(config, model, params, dataset)
+      _log_partition(phase, params)
+      params = pick(*train_phase(phase, params, config.seed, history,
+                                 checkpoints.get('train'), workdir))
+  finally:
+    # Also on an error: the last epoch's asynchronous save completes.
+    for manager in checkpoints.values():
+      manager.close()
 
   results = {}
   if phase is not None:

@@ -1,6 +1,8 @@
 """Augmentation: exact identity and flips, Keras/scipy agreement, determinism."""
-import dataclasses
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from scipy import ndimage
 
 from fsv import augment
 from fsv.augment import AugmentConfig
+from fsv.config import FILL_MODES
 
 KEY = jax.random.PRNGKey(0)
 FULL = AugmentConfig(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
@@ -91,9 +94,26 @@ def test_matches_scipy_affine_transform(fill_mode, scipy_mode):
   np.testing.assert_allclose(ours, theirs, atol=1e-3)
 
 
-@pytest.mark.parametrize('fill_mode', ['nearest', 'reflect', 'wrap'])
-def test_output_stays_within_input_range(images, fill_mode):
-  config = dataclasses.replace(FULL, fill_mode=fill_mode)
-  out = np.asarray(augment.random_transform(images, KEY, config))
-  assert np.isfinite(out).all()
-  assert out.min() >= images.min() - 1e-3 and out.max() <= images.max() + 1e-3
+ANY_CONFIG = st.builds(
+    AugmentConfig, rotation_range=st.floats(0, 360), width_shift_range=st.floats(0, 2),
+    height_shift_range=st.floats(0, 2), shear_range=st.floats(0, 85),
+    zoom_range=st.floats(0, 0.95), horizontal_flip=st.booleans(),
+    vertical_flip=st.booleans(), fill_mode=st.sampled_from(FILL_MODES),
+    cval=st.floats(-300, 300), rescale=st.floats(1e-3, 2))
+# A few shapes, 1-pixel sides included: each new shape compiles every op again.
+SHAPES = st.sampled_from([(2, 1, 7, 3), (2, 9, 1, 1), (1, 1, 1, 3), (3, 8, 11, 3)])
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(config=ANY_CONFIG, shape=SHAPES, seed=st.integers(0, 2**31 - 1))
+def test_any_transform_stays_within_the_pixels_and_cval(config, shape, seed):
+  images = np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+  out = np.asarray(augment.random_transform(images, jax.random.PRNGKey(seed), config))
+  assert out.shape == shape and np.isfinite(out).all()
+  low, high = float(images.min()), float(images.max())
+  if config.fill_mode == 'constant':
+    low, high = min(low, config.cval), max(high, config.cval)
+  # Bilinear weights sum to 1 only up to float32 rounding.
+  slack = 1e-5 * max(abs(low), abs(high), 1.0) * config.rescale
+  assert low * config.rescale - slack <= out.min()
+  assert out.max() <= high * config.rescale + slack

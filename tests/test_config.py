@@ -6,6 +6,7 @@ import pytest
 
 import fsv
 from fsv import config as config_lib
+from fsv.data import decode
 
 
 def _folder_config(**train):
@@ -34,6 +35,9 @@ def test_base_config_is_locked_against_typos():
     ({'augment': {'fill_mode': 'mirror'}}, 'augment.fill_mode'),
     ({'augment': {'zoom_range': 1.5}}, 'augment.zoom_range'),
     ({'data': {'image_size': (30, 30)}}, 'at least 46x46'),
+    ({'model': {'name': 'vgg16'}, 'data': {'image_size': (224, 31)}}, 'at least 32x32'),
+    ({'train': {'on_nonfinite_loss': 'skip'}}, 'train.on_nonfinite_loss'),
+    ({'bottleneck': {'on_nonfinite_loss': 'warn'}}, 'bottleneck.on_nonfinite_loss'),
     ({'data': {'dir': ''}}, 'data.dir'),
     ({'data': {'source': 'tfds'}}, 'data.name'),
     ({'model': {'name': 'resnet9000'}}, 'resnet9000'),
@@ -46,6 +50,25 @@ def test_bad_configs_name_the_key(bad, match):
     config.setdefault(group, {}).update(values)
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize('change,match', [
+    pytest.param({'train': {'trainable': ('block5_.*',)}},
+                 "'block5_.*' matches no parameter", id='trainable'),
+    pytest.param({'train': {'group_learning_rates': (('dense/.*', 1e-5),
+                                                     ('fc1/.*', 1e-5))}},
+                 "'fc1/.*' matches no parameter", id='group_learning_rates'),
+    pytest.param({'model': {'num_classes': 3}},
+                 r"num_classes=3 but the data has 2 classes \['cats'", id='num_classes'),
+])
+def test_fit_refuses_before_decoding_an_image(make_image_folder, monkeypatch, tmp_path,
+                                              change, match):
+  config = {'data': {'dir': str(make_image_folder({'train': {'cats': 1, 'dogs': 1}})),
+                     'cache_dir': str(tmp_path / 'cache')}, **change}
+  monkeypatch.setattr(decode, 'decode_file',
+                      lambda path, *_: pytest.fail(f'decoded {path}'))
+  with pytest.raises(config_lib.ConfigError, match=match):
+    fsv.fit(config)
 
 
 @pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py'])

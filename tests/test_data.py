@@ -1,7 +1,11 @@
 """fsv.data: folder and TFDS sources, decoding, the on-disk cache."""
+import dataclasses
 import io
 import pathlib
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import numpy as np
 from PIL import Image
 import pytest
@@ -151,6 +155,52 @@ def test_decode_bad_file_raises_bad_image(tmp_path, name):
   assert error.value.file == str(path) and error.value.reason
 
 
+# Pillow modes each format of IMAGE_EXTENSIONS writes (and reads back).
+FORMAT_MODES = {
+    'PNG': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'I;16'),
+    'JPEG': ('L', 'RGB', 'CMYK'),
+    'GIF': ('L', 'P'),
+    'BMP': ('1', 'L', 'P', 'RGB'),
+    'TIFF': ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'CMYK', 'YCbCr', 'I;16', 'I', 'F'),
+    'WEBP': ('RGB', 'RGBA'),
+}
+
+
+@st.composite
+def _encoded_images(draw) -> bytes:
+  """A random image of any size from 1x1 (1xN included), mode and format."""
+  image_format = draw(st.sampled_from(sorted(FORMAT_MODES)))
+  mode = draw(st.sampled_from(FORMAT_MODES[image_format]))
+  height, width = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+  rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+  if mode in ('I;16', 'I', 'F'):
+    dtype = {'I;16': np.uint16, 'I': np.int32, 'F': np.float32}[mode]
+    image = Image.fromarray(rng.integers(-70000, 70000, (height, width)).astype(dtype))
+  else:
+    rgba = rng.integers(0, 256, (height, width, 4), np.uint8)
+    image = Image.fromarray(rgba, 'RGBA').convert(mode)
+  buffer = io.BytesIO()
+  image.save(buffer, image_format)
+  return buffer.getvalue()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(encoded=_encoded_images(), cut=st.none() | st.floats(0, 1),
+       image_size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+       interpolation=st.sampled_from(sorted(decode.INTERPOLATIONS)))
+def test_decode_gives_the_size_asked_or_bad_image(tmp_path_factory, encoded, cut,
+                                                  image_size, interpolation):
+  # A whole image always decodes; one cut short decodes or is a BadImage.
+  path = tmp_path_factory.mktemp('fuzz') / 'image'
+  path.write_bytes(encoded if cut is None else encoded[:int(cut * len(encoded))])
+  try:
+    image, _ = decode.decode_file(str(path), image_size, interpolation)
+  except data.BadImage:
+    assert cut is not None
+    return
+  assert image.shape == (*image_size, 3) and image.dtype == np.uint8
+
+
 def _add_bad_files(folder: pathlib.Path):
   for name, content in BAD_FILES.items():
     (folder / name).write_bytes(content)
@@ -195,6 +245,112 @@ def test_decompression_bomb_is_a_bad_image(tmp_path, monkeypatch, max_pixels):
   monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', max_pixels)
   with pytest.raises(data.BadImage, match='bomb.png'):
     decode.decode_file(path, SIZE, 'bilinear')
+
+
+FUZZ_SIZE = (16, 16)  # (height, width) of the good images and of the decoded ones
+GREYS = (60, 190)     # what stands for a class's colour in a colourless image
+
+
+def _write_every_kind(folder: pathlib.Path, colour: tuple, grey: int) -> dict:
+  """Writes one file of every kind into a class folder.
+
+  Returns {good file (relative to `folder`): its decoded (top half, bottom
+  half) colour}; good files carry the class's `colour`, or its `grey`.
+  """
+  height, width = FUZZ_SIZE
+  solid = Image.new('RGB', (width, height), colour)
+  upright = solid.copy()
+  upright.paste((255, 255, 255), (0, height // 2, width, height))
+  exif = Image.Exif()
+  exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+  random_bytes = np.random.default_rng(grey).integers(0, 256, 600, np.uint8).tobytes()
+  writers = {
+      # good: loaded
+      'rgb.png': lambda p: solid.save(p),
+      'png_named.jpg': lambda p: solid.save(p, 'PNG'),
+      'grey.png': lambda p: Image.new('L', (width, height), grey).save(p),
+      'rgba.png': lambda p: Image.new('RGBA', (width, height), (*colour, 90)).save(p),
+      'palette.gif': lambda p: solid.convert('P', palette=Image.Palette.ADAPTIVE).save(p),
+      'cmyk.jpg': lambda p: solid.convert('CMYK').save(p, quality=95),
+      'sixteen.png': lambda p: Image.fromarray(
+          np.full((height, width), grey * 257, np.uint16)).save(p),
+      'exif.jpg': lambda p: upright.transpose(Image.Transpose.ROTATE_90).save(
+          p, exif=exif, quality=95, subsampling=0),
+      'one_pixel.png': lambda p: Image.new('RGB', (1, 1), colour).save(p),
+      'nested/deeper/inner.bmp': lambda p: solid.save(p),
+      'chat_été_猫.jpg': lambda p: solid.save(p, quality=95),
+      'link.png': lambda p: p.symlink_to('rgb.png'),
+      # bad: skipped and reported (with BAD_FILES)
+      'random.jpg': lambda p: p.write_bytes(random_bytes),
+      'bomb.png': lambda p: Image.new('RGB', (64, 64), colour).save(p),
+      'dangling.jpg': lambda p: p.symlink_to('missing.jpg'),
+      # ignored and reported
+      '.DS_Store': lambda p: p.write_bytes(b'\0\0\0\1Bud1'),
+      '._rgb.jpg': lambda p: p.write_bytes(b'\0\5\26\7'),
+      'notes.txt': lambda p: p.write_text('cats, mostly\n'),
+      'alias_dir': lambda p: p.symlink_to('nested', target_is_directory=True),
+  }
+  for name, write in writers.items():
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    write(folder / name)
+  _add_bad_files(folder)
+  good = ['rgb.png', 'png_named.jpg', 'rgba.png', 'palette.gif', 'cmyk.jpg',
+          'one_pixel.png', 'nested/deeper/inner.bmp', 'chat_été_猫.jpg', 'link.png']
+  return {**{name: (colour, colour) for name in good},
+          'grey.png': ((grey,) * 3,) * 2, 'sixteen.png': ((grey,) * 3,) * 2,
+          'exif.jpg': (colour, (255, 255, 255))}
+
+
+def test_every_kind_of_bad_file_beside_good_ones(tmp_path, config, monkeypatch,
+                                                image_folder_colours):
+  class_names = ('cats', 'dogs')
+  expected = {}
+  for split in ('train', 'validation'):
+    for label, class_name in enumerate(class_names):
+      written = _write_every_kind(tmp_path / 'data' / split / class_name,
+                                  tuple(image_folder_colours[label].tolist()),
+                                  GREYS[label])
+      expected.update({f'{split}/{class_name}/{f}': v for f, v in written.items()})
+  # bomb.png has 4,096 pixels: over twice the limit, which Pillow refuses outright.
+  monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)
+  config.dir, config.image_size = str(tmp_path / 'data'), FUZZ_SIZE
+  dataset = data.load(config)
+  again = data.load(config)  # from the cache
+
+  assert dataset.class_names == class_names
+  rows = FUZZ_SIZE[0] // 3  # away from the middle, where JPEG blurs the edge
+  for split in ('train', 'validation'):
+    images, labels, files = (dataset.splits[split].images, dataset.splits[split].labels,
+                             dataset.splits[split].files)
+    assert files == tuple(sorted(f for f in expected if f.startswith(f'{split}/')))
+    for image, label, file in zip(images, labels, files):
+      assert class_names[label] == file.split('/')[1], file
+      top, bottom = expected[file]
+      np.testing.assert_allclose(image[:rows], np.broadcast_to(top, image[:rows].shape),
+                                 atol=12, err_msg=file)
+      np.testing.assert_allclose(image[-rows:],
+                                 np.broadcast_to(bottom, image[-rows:].shape),
+                                 atol=12, err_msg=file)
+
+    report = dataset.report[split]
+    assert report.loaded == len(files) == 2 * 12
+    assert report.converted == 2 * 5  # grey, RGBA, palette, CMYK and 16-bit images
+    reasons = dict(report.skipped)
+    assert sorted(reasons) == sorted(
+        f'{split}/{c}/{name}' for c in class_names
+        for name in ('random.jpg', 'bomb.png', 'dangling.jpg', *BAD_FILES))
+    for class_name in class_names:
+      reason = lambda name: reasons[f'{split}/{class_name}/{name}']
+      assert reason('zero.png') == 'empty file'
+      assert reason('dangling.jpg') == 'dangling symbolic link to missing.jpg'
+      assert 'decompression bomb' in reason('bomb.png')
+      assert reason('random.jpg').startswith('UnidentifiedImageError')
+    assert report.ignored == tuple(sorted(
+        f'{split}/{c}/{name}' for c in class_names
+        for name in ('.DS_Store', '._rgb.jpg', 'alias_dir', 'notes.txt')))
+
+    np.testing.assert_array_equal(again.splits[split].images, images)
+    assert again.report[split] == dataclasses.replace(report, from_cache=True)
 
 
 @pytest.mark.parametrize('layout,change,match', [

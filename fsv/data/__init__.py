@@ -6,6 +6,8 @@ by content, so a second load of unchanged data decodes nothing.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from absl import logging
 import ml_collections
 import numpy as np
@@ -33,9 +35,15 @@ def _log(split: str, data: Split, report: SplitReport, class_names: tuple[str, .
                'from cache' if report.from_cache else 'decoded')
 
 
-def load(data_config: ml_collections.ConfigDict) -> Dataset:
-  """The dataset `data_config` (a run's `config.data`) describes."""
-  class_names, loaded = _SOURCES[data_config.source](data_config)
+def load(data_config: ml_collections.ConfigDict,
+         check_classes: Callable[[tuple[str, ...]], None] = lambda names: None
+         ) -> Dataset:
+  """The dataset `data_config` (a run's `config.data`) describes.
+
+  `check_classes(class_names)` runs as soon as the source knows its classes,
+  before any image is decoded, so a run that cannot use them fails at once.
+  """
+  class_names, loaded = _SOURCES[data_config.source](data_config, check_classes)
   for split, (data, report) in loaded.items():
     _log(split, data, report, class_names)
   return Dataset(class_names=class_names,

@@ -115,15 +115,15 @@ def decode_file(path: str, image_size: tuple[int, int],
   # Pillow's plugins signal malformed input with many exception types; nothing
   # else runs inside this block, so any failure is a property of the file.
   except Exception as e:  # pylint: disable=broad-except
-    reason = 'empty file' if _is_empty(path) else f'{type(e).__name__}: {e}'
-    raise BadImage(path, reason) from e
+    raise BadImage(path, _reason(path, e)) from e
 
 
-def _is_empty(path: str) -> bool:
-  try:
-    return os.path.getsize(path) == 0
-  except OSError:
-    return False
+def _reason(path: str, error: Exception) -> str:
+  if os.path.islink(path) and not os.path.exists(path):
+    return f'dangling symbolic link to {os.readlink(path)}'
+  if os.path.isfile(path) and os.path.getsize(path) == 0:
+    return 'empty file'
+  return f'{type(error).__name__}: {error}'
 
 
 def decode_array(image: np.ndarray, image_size: tuple[int, int],

@@ -2,7 +2,9 @@
 
 The layout of Keras' `flow_from_directory`: classes are the sub-folders of a
 split, sorted by name; images may sit in nested folders below a class folder.
-The whole layout is checked before anything is decoded.
+As there (follow_links=False), a symbolic link to an image is read but one to
+a folder is not walked; it is reported as ignored, like hidden and non-image
+files. The whole layout is checked before anything is decoded.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -39,9 +42,12 @@ def _list_class(root: pathlib.Path, folder: pathlib.Path) -> tuple[list[str], li
   images, ignored = [], []
   for dirpath, dirnames, filenames in os.walk(folder):
     rel = pathlib.Path(dirpath).relative_to(root)
-    # Hidden folders (.ipynb_checkpoints, ...) are not walked, only reported.
-    ignored += [(rel / d).as_posix() for d in dirnames if d.startswith('.')]
-    dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+    # Hidden folders (.ipynb_checkpoints, ...) and linked ones (which os.walk
+    # would silently skip) are not walked, only reported.
+    unwalked = {d for d in dirnames
+                if d.startswith('.') or os.path.islink(os.path.join(dirpath, d))}
+    ignored += [(rel / d).as_posix() for d in dirnames if d in unwalked]
+    dirnames[:] = [d for d in dirnames if d not in unwalked]
     for name in filenames:
       (images if is_image_name(name) else ignored).append((rel / name).as_posix())
   return images, ignored
@@ -85,7 +91,12 @@ def _list(root: pathlib.Path) -> tuple[tuple[str, ...], dict[str, _SplitListing]
 
 
 def _sha256(path: pathlib.Path) -> str:
-  return hashlib.sha256(path.read_bytes()).hexdigest()
+  try:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+  except OSError as e:
+    # A dangling link or unreadable file is skipped as a bad image when
+    # decoded; its error stands in for the content in the cache key.
+    return f'unreadable: {e.strerror}'
 
 
 def _load_split(root: pathlib.Path, split: str, listing: _SplitListing,
@@ -115,13 +126,15 @@ def _load_split(root: pathlib.Path, split: str, listing: _SplitListing,
   return data, dataclasses.replace(report, ignored=tuple(sorted(listing.ignored)))
 
 
-def load(config: ml_collections.ConfigDict
+def load(config: ml_collections.ConfigDict,
+         check_classes: Callable[[tuple[str, ...]], None]
          ) -> tuple[tuple[str, ...], dict[str, tuple[Split, SplitReport]]]:
   """Class names and the splits under `config.dir` (a run's `data` group)."""
   if not config.dir:  # Path('') would be the current directory
     raise DataError('data.dir is empty; set it to DIR of DIR/train/<class>/<images>')
   root = pathlib.Path(config.dir).expanduser()
   class_names, listings = _list(root)
+  check_classes(class_names)
   return class_names, {
       split: _load_split(root, split, listing, class_names, config)
       for split, listing in listings.items()}

@@ -8,7 +8,7 @@ each class gives its first `per_class.train` examples to train, its next
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 import numpy as np
@@ -63,7 +63,8 @@ def _carve(source: Sequence[Any], class_names: tuple[str, ...], per_class: dict[
                   f'each class needs {wanted}, but it has only {short}')
 
 
-def load(config: ml_collections.ConfigDict
+def load(config: ml_collections.ConfigDict,
+         check_classes: Callable[[tuple[str, ...]], None]
          ) -> tuple[tuple[str, ...], dict[str, tuple[Split, SplitReport]]]:
   """Class names and the carved splits of TFDS dataset `config.name`."""
   builder = tfds.builder(config.name, data_dir=config.tfds_data_dir or None)
@@ -73,6 +74,7 @@ def load(config: ml_collections.ConfigDict
     raise DataError(f'TFDS dataset {config.name!r} has no image and class label '
                     f'features: {features}')
   class_names = tuple(features['label'].names)
+  check_classes(class_names)
   per_class = {split: int(config.per_class[split]) for split in SPLITS}
   if not per_class['train']:
     raise DataError(f'data.per_class.train is 0: the {config.name!r} dataset '
