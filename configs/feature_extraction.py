@@ -6,7 +6,8 @@ r"""Frozen VGG16 conv base + head, trained end to end with the jitted augmentati
 Book (listing 5.20-5.21): conv base frozen, augmentation as for the convnet,
 RMSprop(2e-5), 30 epochs: about 96%. Here the head first trains on cached
 bottleneck features (seconds), so the expensive end-to-end epochs through
-the frozen base start from a good head and few are needed.
+the frozen base start from a good head and few are needed. Measured here:
+97.0% test (README's results table).
 """
 from fsv import config as config_lib
 

@@ -5,7 +5,7 @@ r"""Fine-tuning VGG16's top conv block (block5) with the head, after training th
 As the blog: start from a trained head (here trained first in the same run on
 cached bottleneck features; or `--config.init_from=WORKDIR` of an earlier
 run), then unfreeze block5 and train with SGD(1e-4, momentum 0.9) and
-augmentation. Book: 97% test.
+augmentation. Book: 97% test. Measured here: 96.9% (README's results table).
 """
 from fsv import config as config_lib
 

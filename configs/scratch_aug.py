@@ -14,7 +14,8 @@ images seen), about an hour on a 2-core CPU. The book's optimizer is
   --config.train.optimizer=rmsprop --config.train.learning_rate=1e-4
   --config.train.schedule=constant --config.train.epochs=100
   --config.train.steps_per_epoch=100
-Measured result: README's results table.
+Measured here: 80.6% test (81.7% validation) after 60 epochs (README's
+results table).
 """
 from fsv import config as config_lib
 
