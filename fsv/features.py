@@ -7,6 +7,7 @@ running the base again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -31,11 +32,16 @@ def digest(*arrays_or_trees) -> str:
   return h.hexdigest()
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def features_of_batch(model: nn.Module, params, images) -> jax.Array:
+  """The base's features of a uint8 batch; compiled once per model and shape
+  (modules compare by their fields), so every split reuses one compilation."""
+  return model.apply({'params': params}, images.astype(np.float32), features_only=True)
+
+
 def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,
             description: str = 'features') -> np.ndarray:
   """The base's features (float32) of uint8 images, in batches of one shape."""
-  apply = jax.jit(lambda p, x: model.apply({'params': p}, x.astype(np.float32),
-                                           features_only=True))
   chunks = []
   for start in tqdm.trange(0, len(images), batch_size, desc=description, leave=False):
     batch = images[start:start + batch_size]
@@ -43,7 +49,7 @@ def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,
     if real < batch_size:  # pad: one compiled shape for the whole set
       batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:],
                                               batch.dtype)])
-    chunks.append(np.asarray(apply(params, batch))[:real])
+    chunks.append(np.asarray(features_of_batch(model, params, batch))[:real])
   return np.concatenate(chunks)
 
 
