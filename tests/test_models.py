@@ -1,4 +1,8 @@
 """The small convnet's published variants, heads and input-size limits."""
+import os
+
+os.environ.setdefault('KERAS_BACKEND', 'jax')  # Keras as a reference needs no TensorFlow
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +28,25 @@ def test_book_variant_matches_keras_summary():
   assert shapes['logits'][0] == (512, 1)
   count = sum(np.prod(k) + np.prod(b) for k, b in shapes.values())
   assert count == 3_453_121
+
+
+def test_book_variant_computes_what_keras_computes():
+  # fsv computes Keras' 'valid' convs as cropped 'same' ones, for speed.
+  keras = pytest.importorskip('keras')
+  size = 64
+  reference = keras.Sequential([keras.Input((size, size, 3))] + [
+      layer for features in (32, 64, 128, 128) for layer in (
+          keras.layers.Conv2D(features, 3, activation='relu'), keras.layers.MaxPooling2D(2))
+  ] + [keras.layers.Flatten(), keras.layers.Dense(512, activation='relu'),
+       keras.layers.Dense(1)])
+  model = models.SmallConvNet(num_outputs=1)
+  names = ['conv1', 'conv2', 'conv3', 'conv4', 'dense', 'logits']
+  weighted = [layer for layer in reference.layers if layer.weights]
+  params = {name: {'kernel': np.asarray(layer.kernel), 'bias': np.asarray(layer.bias)}
+            for name, layer in zip(names, weighted)}
+  images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+  np.testing.assert_allclose(model.apply({'params': params}, images),
+                             np.asarray(reference(images)), rtol=1e-4, atol=1e-5)
 
 
 def test_blog_variant():
