@@ -4,6 +4,8 @@ r"""Trains and evaluates one run described by a config file.
   python -m experiments.run --config=configs/scratch.py --config.train.epochs=5
 
 Rerunning with the same --workdir resumes from the last complete epoch.
+Runs on all devices; with several hosts (a TPU pod slice), start it on every
+host with --distributed.
 """
 import logging as py_logging  # absl's WARNING is a verbosity, not a record level
 import os
@@ -14,6 +16,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+import jax
+
 import fsv
 from fsv.pretrained import WeightsError
 
@@ -22,6 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, history and results go '
     '(default: workdirs/<config file name>).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Several hosts: call jax.distributed.initialize() first '
+    '(it finds the other hosts itself on Cloud TPU, SLURM, Open MPI and Kubernetes).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -34,6 +41,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_checkpointer_info)
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()  # before any computation, as JAX requires
   workdir = _WORKDIR.value or os.path.join(
       'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
           flags.FLAGS['config'])))[0])

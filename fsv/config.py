@@ -83,7 +83,10 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
 
 def _optimization(**more) -> dict:
   return dict(
-      batch_size=32,
+      batch_size=32,           # global: split over all devices (fsv/parallel.py)
+      # Micro-batches per step: gradients of batch_size / accumulation_steps
+      # examples at a time are summed before one update, so a large batch fits.
+      accumulation_steps=1,
       eval_batch_size=0,       # 0 = batch_size
       optimizer='rmsprop',
       learning_rate=1e-4,
@@ -200,8 +203,11 @@ def _validate_optimization(config, group: str):
   _one_of(config, f'{group}.optimizer', OPTIMIZERS)
   _one_of(config, f'{group}.schedule', SCHEDULES)
   _one_of(config, f'{group}.on_nonfinite_loss', NONFINITE_LOSS_POLICIES)
-  for key, low in (('epochs', 0), ('batch_size', 1), ('eval_batch_size', 0),
-                   ('warmup_epochs', 0)):
+  for key, low in (('epochs', 0), ('batch_size', 1), ('accumulation_steps', 1),
+                   ('eval_batch_size', 0), ('warmup_epochs', 0)):
     _require(values[key] >= low, f'{group}.{key}', f'must be >= {low}', values[key])
+  _require(values.batch_size % values.accumulation_steps == 0, f'{group}.batch_size',
+           f'must divide into {group}.accumulation_steps={values.accumulation_steps} '
+           'equal micro-batches', values.batch_size)
   _require(values.learning_rate > 0, f'{group}.learning_rate', 'must be > 0',
            values.learning_rate)

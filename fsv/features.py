@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 from fsv import cache_dir as cache_dir_lib
+from fsv import parallel
 
 
 def digest(*arrays_or_trees) -> str:
@@ -40,21 +41,19 @@ def features_of_batch(model: nn.Module, params, images) -> jax.Array:
 
 
 def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,
-            description: str = 'features') -> np.ndarray:
-  """The base's features (float32) of uint8 images, in batches of one shape."""
+            mesh: jax.sharding.Mesh, description: str = 'features') -> np.ndarray:
+  """The base's features (float32) of uint8 images, in global batches on `mesh`."""
+  params = parallel.put_state(mesh, params)
   chunks = []
   for start in tqdm.trange(0, len(images), batch_size, desc=description, leave=False):
-    batch = images[start:start + batch_size]
-    real = len(batch)
-    if real < batch_size:  # pad: one compiled shape for the whole set
-      batch = np.concatenate([batch, np.zeros((batch_size - real,) + batch.shape[1:],
-                                              batch.dtype)])
-    chunks.append(np.asarray(features_of_batch(model, params, batch))[:real])
+    rows, real = parallel.padded_rows(start, batch_size, len(images))
+    batch = features_of_batch(model, params, parallel.shard_rows(mesh, images, rows))
+    chunks.append(parallel.to_host(batch)[:real])
   return np.concatenate(chunks)
 
 
 def cached(model: nn.Module, params, base_params, images: np.ndarray, batch_size: int,
-           cache_dir: str, description: str) -> np.ndarray:
+           mesh: jax.sharding.Mesh, cache_dir: str, description: str) -> np.ndarray:
   """`extract`, read from / written to `<cache>/features/<key>.npy`."""
   key = digest({'model': np.frombuffer(repr(model).encode(), np.uint8)},
                base_params, images)
@@ -63,7 +62,7 @@ def cached(model: nn.Module, params, base_params, images: np.ndarray, batch_size
   if path.exists():
     logging.info('%s: bottleneck features from cache %s', description, path)
     return np.load(path, allow_pickle=False)
-  features = extract(model, params, images, batch_size, description)
+  features = extract(model, params, images, batch_size, mesh, description)
   folder.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=folder, suffix='.tmp', delete=False) as f:
     np.save(f, features, allow_pickle=False)

@@ -9,6 +9,9 @@ checkpoints and resume) and `fit`, which runs up to two phases:
 Randomness is explicit: every step's key is derived from (seed, phase,
 epoch, step) and every epoch's shuffle from (seed, phase, epoch), so a
 resumed run is the same run as an uninterrupted one.
+Steps run data parallel on a mesh of devices (fsv/parallel.py): batches are
+global and split over the devices, parameters replicated; the random draws
+of a step do not depend on how many devices share it.
 What can be checked without the data (the config, `trainable` against the
 model's parameter names, the workdir) is checked before the data is loaded,
 and the number of classes before any image is decoded.
@@ -37,6 +40,7 @@ from fsv import config as config_lib
 from fsv import data as data_lib
 from fsv import features as features_lib
 from fsv import models
+from fsv import parallel
 from fsv import partition
 from fsv import report
 
@@ -66,28 +70,66 @@ def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    aug: augment_lib.AugmentConfig) -> Callable:
+                    aug: augment_lib.AugmentConfig,
+                    mesh: Optional[jax.sharding.Mesh] = None,
+                    accumulation_steps: int = 1) -> Callable:
   """(state, images, labels, key) -> (state, metrics); jitted.
+
+  `images` and `labels` are the global batch, split over `mesh` (default:
+  all devices) by `parallel.shard_rows`; the state is laid out as
+  `parallel.state_shardings` says, and stays so. With `accumulation_steps`
+  > 1 the batch is augmented whole, then its gradients are computed
+  `accumulation_steps` micro-batches at a time and averaged before one
+  update: the same augmentation and, without dropout, the same step as the
+  whole batch at once. Dropout masks are drawn per micro-batch from the
+  step's key (flax draws one mask per call), so with dropout the
+  accumulated step is another draw of the same random step.
 
   Gradients of frozen parameters are never used (their updates are
   `set_to_zero`), so XLA drops their computation from the compiled step.
   """
+  mesh = parallel.make_mesh() if mesh is None else mesh
+
+  def loss_fn(params, inputs, labels, dropout_key):
+    logits = model.apply({'params': params}, inputs, train=True,
+                         rngs={'dropout': dropout_key})
+    loss, correct = loss_and_correct(logits, labels)
+    return loss.mean(), correct.mean()
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulated_grad_fn(params, inputs, labels, dropout_key):
+    def micro_batches(x):
+      # Micro-batch m is rows m, m + k, m + 2k, ...: every device keeps the
+      # rows it holds, and the split is the same on any number of devices.
+      x = x.reshape(-1, accumulation_steps, *x.shape[1:]).swapaxes(0, 1)
+      return jax.lax.with_sharding_constraint(
+          x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+              None, parallel.DATA)))
+
+    def add_micro_batch(grads, micro_batch):
+      inputs, labels, index = micro_batch
+      metrics, micro_grads = grad_fn(params, inputs, labels,
+                                     jax.random.fold_in(dropout_key, index))
+      return jax.tree_util.tree_map(jnp.add, grads, micro_grads), metrics
+
+    grads, (losses, accuracies) = jax.lax.scan(
+        add_micro_batch, jax.tree_util.tree_map(jnp.zeros_like, params),
+        (micro_batches(inputs), micro_batches(labels), jnp.arange(accumulation_steps)))
+    # Micro-batches of equal size: the mean of their means is the batch's mean.
+    grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads)
+    return (losses.mean(), accuracies.mean()), grads
 
   def train_step(state: TrainState, images, labels, key):
     aug_key, dropout_key = jax.random.split(key)
     inputs = augment_lib.random_transform(images, aug_key, aug)
-
-    def loss_fn(params):
-      logits = model.apply({'params': params}, inputs, train=True,
-                           rngs={'dropout': dropout_key})
-      loss, correct = loss_and_correct(logits, labels)
-      return loss.mean(), correct.mean()
-
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, accuracy), grads = (grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
+        state.params, inputs, labels, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     state = state.replace(step=state.step + 1,
                           params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state)
+    state = jax.lax.with_sharding_constraint(state, parallel.state_shardings(mesh, state))
     return state, {'loss': loss, 'accuracy': accuracy}
 
   return jax.jit(train_step, donate_argnums=0)
@@ -104,21 +146,18 @@ def make_eval_step(model: nn.Module, aug: augment_lib.AugmentConfig) -> Callable
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step: Callable, params, split: data_lib.Split,
-             batch_size: int) -> dict:
-  """Mean loss and accuracy over every example of `split` (last batch padded)."""
+def evaluate(eval_step: Callable, params, split: data_lib.Split, batch_size: int,
+             mesh: jax.sharding.Mesh) -> dict:
+  """Mean loss and accuracy over every example of `split`, in global batches on
+  `mesh` (the last batch padded, the padding masked out)."""
   n = len(split.labels)
   totals = {'loss': 0.0, 'correct': 0.0}
   for start in range(0, n, batch_size):
-    images = split.images[start:start + batch_size]
-    labels = split.labels[start:start + batch_size]
-    pad = batch_size - len(labels)
-    mask = np.ones(batch_size, np.float32)
-    if pad:  # keep one compiled shape for the whole split
-      images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-      labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-      mask[batch_size - pad:] = 0
-    out = eval_step(params, images, labels, mask)
+    rows, real = parallel.padded_rows(start, batch_size, n)
+    mask = (np.arange(batch_size) < real).astype(np.float32)
+    out = eval_step(params, parallel.shard_rows(mesh, split.images, rows),
+                    parallel.shard_rows(mesh, split.labels, rows),
+                    parallel.shard_rows(mesh, mask, np.arange(batch_size)))
     for k in totals:
       totals[k] += float(out[k])
   return {'loss': totals['loss'] / n, 'accuracy': totals['correct'] / n}
@@ -146,23 +185,25 @@ class Phase:
 
 def train_phase(phase: Phase, params, seed: int, history: list,
                 checkpoints: Optional[checkpoint_lib.Checkpoints],
-                workdir: Optional[str]) -> tuple[Any, Any]:
-  """Runs (or resumes) the phase's epochs; appends to `history` in place.
+                workdir: Optional[str], mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+  """Runs (or resumes) the phase's epochs on `mesh`; appends to `history` in place.
 
   Returns (last params, best params by validation accuracy).
   """
   tc = phase.config
   phase_index = PHASES.index(phase.name)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                     opt_state=phase.tx.init(params))
+  # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
+  state = parallel.put_state(mesh, TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params)))
   done = [h for h in history if h['phase'] == phase.name]
   best_accuracy = max((_selection_metric(h) for h in done), default=-1.0)
   if checkpoints and done:
     state, _ = checkpoints.restore_latest(state)
     logging.info('%s: resuming after epoch %d of %d.', phase.name, len(done), tc.epochs)
-  train_step = make_train_step(phase.model, phase.tx, phase.aug)
+  train_step = make_train_step(phase.model, phase.tx, phase.aug, mesh,
+                               tc.accumulation_steps)
   eval_step = make_eval_step(phase.model, phase.aug)
-  eval_batch_size = tc.eval_batch_size or tc.batch_size
+  eval_batch_size = parallel.eval_batch_size(tc, mesh)
   train_split = phase.splits['train']
   validation = phase.splits.get('validation')
   num_train = len(train_split.labels)
@@ -178,8 +219,8 @@ def train_phase(phase: Phase, params, seed: int, history: list,
                     desc=f'{phase.name} epoch {epoch}/{tc.epochs}', dynamic_ncols=True)
     for step in bar:
       batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-      state, metrics = train_step(state, train_split.images[batch],
-                                  train_split.labels[batch],
+      state, metrics = train_step(state, parallel.shard_rows(mesh, train_split.images, batch),
+                                  parallel.shard_rows(mesh, train_split.labels, batch),
                                   jax.random.fold_in(epoch_key, step))
       loss = float(metrics['loss'])
       # Raised before the epoch's checkpoint: resuming starts from finite weights.
@@ -197,7 +238,7 @@ def train_phase(phase: Phase, params, seed: int, history: list,
              'train_loss': sums['loss'] / phase.steps_per_epoch,
              'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
     if validation is not None:
-      val = evaluate(eval_step, state.params, validation, eval_batch_size)
+      val = evaluate(eval_step, state.params, validation, eval_batch_size, mesh)
       entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
     entry['seconds'] = time.time() - epoch_started
     history.append(entry)
@@ -265,14 +306,14 @@ def _steps_per_epoch(tc, num_train: int) -> int:
   return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
 
 
-def _bottleneck_phase(config, model, params, dataset) -> Phase:
+def _bottleneck_phase(config, model, params, dataset, mesh) -> Phase:
   """The head alone, trained on the frozen base's cached features."""
   tc = config.bottleneck
   base = {k: v for k, v in params.items() if k != 'head'}
   splits = {}
   for name, split in dataset.splits.items():
     feats = features_lib.cached(model, params, base, split.images,
-                                tc.eval_batch_size or tc.batch_size,
+                                parallel.eval_batch_size(tc, mesh), mesh,
                                 config.model.get('cache_dir', ''), f'{name} features')
     splits[name] = data_lib.Split(images=feats, labels=split.labels, files=split.files)
   steps = _steps_per_epoch(tc, len(splits['train'].labels))
@@ -298,7 +339,8 @@ def _log_partition(phase: Phase, params) -> None:
       f'{count:,} {label}' for label, count in sorted(counts.items())))
 
 
-def _results(phase: Phase, params, history: list, evaluated: str, dataset) -> dict:
+def _results(phase: Phase, params, history: list, evaluated: str, dataset,
+             mesh) -> dict:
   entries = [h for h in history if h['phase'] == phase.name]
   results = {'phase': phase.name, 'epochs': len(entries), 'evaluated': evaluated,
              'num_classes': dataset.num_classes,
@@ -306,26 +348,32 @@ def _results(phase: Phase, params, history: list, evaluated: str, dataset) -> di
   if evaluated == 'best' and entries:
     results['best_epoch'] = max(entries, key=_selection_metric)['epoch']
   eval_step = make_eval_step(phase.model, phase.aug)
-  batch_size = phase.config.eval_batch_size or phase.config.batch_size
+  batch_size = parallel.eval_batch_size(phase.config, mesh)
   for name, prefix in (('validation', 'val'), ('test', 'test')):
     if name in phase.splits:
-      metrics = evaluate(eval_step, params, phase.splits[name], batch_size)
+      metrics = evaluate(eval_step, params, phase.splits[name], batch_size, mesh)
       results[f'{prefix}_accuracy'] = metrics['accuracy']
       results[f'{prefix}_loss'] = metrics['loss']
   return results
 
 
 def fit(config, dataset: Optional[data_lib.Dataset] = None,
-        workdir: Optional[str] = None) -> Result:
+        workdir: Optional[str] = None,
+        mesh: Optional[jax.sharding.Mesh] = None) -> Result:
   """Trains as `config` describes; with a workdir, checkpoints and resumes.
 
   `config` may be a full ConfigDict or a partial dict (missing keys take
   their defaults). Without `dataset`, it is loaded from `config.data`.
+  `mesh` (`parallel.make_mesh`) is the devices to run on, by default all.
   Errors whose message says what to fix: ConfigError, DataError,
   WeightsError, WorkdirError and NonFiniteLossError.
   """
   started = time.time()
   config = config_lib.validate(config)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_batch_sizes(config, mesh)
+  logging.info('devices: %d %s on %d host(s); batches are split over them',
+               mesh.size, mesh.devices.flat[0].platform, jax.process_count())
   _check_trainable(config)
   if workdir:
     report.check_writable(workdir)
@@ -356,16 +404,16 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   try:
     # Once the train phase has checkpoints, they hold the head trained before it.
     if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
-      phase = _bottleneck_phase(config, model, params, dataset)
+      phase = _bottleneck_phase(config, model, params, dataset, mesh)
       _log_partition(phase, params['head'])
       head = pick(*train_phase(phase, params['head'], config.seed, history,
-                               checkpoints.get('bottleneck'), workdir))
+                               checkpoints.get('bottleneck'), workdir, mesh))
       params = {**params, 'head': head}
     if config.train.epochs:
       phase = _train_phase(config, model, params, dataset)
       _log_partition(phase, params)
       params = pick(*train_phase(phase, params, config.seed, history,
-                                 checkpoints.get('train'), workdir))
+                                 checkpoints.get('train'), workdir, mesh))
   finally:
     # Also on an error: the last epoch's asynchronous save completes.
     for manager in checkpoints.values():
@@ -374,7 +422,7 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   results = {}
   if phase is not None:
     results = _results(phase, params if phase.name == 'train' else params['head'],
-                       history, evaluated, dataset)
+                       history, evaluated, dataset, mesh)
   results['wall_seconds'] = time.time() - started
   if workdir:
     report.write_json(os.path.join(workdir, 'results.json'), results)

@@ -49,13 +49,14 @@ def test_patterns_that_match_nothing_are_errors(trainable, groups, match):
     partition.labels(params, trainable, groups)
 
 
-def _train_a_few_steps(trainable, optimizer='rmsprop'):
+def _train_a_few_steps(trainable, optimizer='rmsprop', accumulation_steps=1):
   model, params = _small_model_and_params()
   tx = partition.optimizer(_train_config(trainable=trainable, optimizer=optimizer,
                                          learning_rate=1e-2), params, 10)
   state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                opt_state=tx.init(params))
-  step = train_lib.make_train_step(model, tx, augment.AugmentConfig())
+  step = train_lib.make_train_step(model, tx, augment.AugmentConfig(),
+                                   accumulation_steps=accumulation_steps)
   images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3), np.uint8)
   labels = np.array([0, 1, 0, 1], np.int32)
   before = jax.tree_util.tree_map(np.asarray, params)
@@ -81,14 +82,18 @@ def test_no_optimizer_state_for_frozen_parameters():
   assert 2 * logits_size <= state_size <= 2 * logits_size + 4
 
 
-def _compiled_convolutions(trainable) -> int:
-  _, state, _, step, (images, labels) = _train_a_few_steps(trainable)
+def _compiled_convolutions(trainable, accumulation_steps) -> int:
+  _, state, _, step, (images, labels) = _train_a_few_steps(
+      trainable, accumulation_steps=accumulation_steps)
   hlo = step.lower(state, images, labels, jax.random.PRNGKey(0)).compile().as_text()
   return hlo.count(' convolution(')
 
 
-def test_compiled_step_skips_the_frozen_backward_pass():
+@pytest.mark.parametrize('accumulation_steps', [1, 2])
+def test_compiled_step_skips_the_frozen_backward_pass(accumulation_steps):
   # Two conv layers: forward 2; all trainable adds 2 kernel grads + 1 input grad.
-  assert _compiled_convolutions(('.*',)) == 5
-  assert _compiled_convolutions(('conv2/.*', 'dense/.*', 'logits/.*')) == 3
-  assert _compiled_convolutions(('dense/.*', 'logits/.*')) == 2
+  # Accumulated, they are the loop's body: frozen gradients are not summed either.
+  count = lambda trainable: _compiled_convolutions(trainable, accumulation_steps)
+  assert count(('.*',)) == 5
+  assert count(('conv2/.*', 'dense/.*', 'logits/.*')) == 3
+  assert count(('dense/.*', 'logits/.*')) == 2
