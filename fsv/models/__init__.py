@@ -27,8 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsv.models import efficientnet_lite
 from fsv.models import small_convnet
 from fsv.models import vgg
+from fsv.models.efficientnet_lite import EfficientNetLite
 from fsv.models.small_convnet import SmallConvNet
 from fsv.models.vgg import VGG
 from fsv.models.vgg import VGGClassifier
@@ -40,6 +42,9 @@ _REGISTRY = {
     'small_convnet': small_convnet,
     'vgg16': vgg,
     'vgg19': vgg,
+    'efficientnet_lite0': efficientnet_lite,
+    'efficientnet_lite1': efficientnet_lite,
+    'efficientnet_lite2': efficientnet_lite,
 }
 NAMES = tuple(_REGISTRY)
 # config.model.batch_norm of models with BatchNorm: 'frozen' runs every
@@ -134,7 +139,7 @@ def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict, tup
   return (*module.imagenet_model(name, cache_dir), module.imagenet_input_size(name))
 
 
-__all__ = ['BATCH_NORM_MODES', 'NAMES', 'SmallConvNet', 'VGG', 'VGG16',
+__all__ = ['BATCH_NORM_MODES', 'EfficientNetLite', 'NAMES', 'SmallConvNet', 'VGG', 'VGG16',
            'VGG19', 'VGGClassifier', 'build', 'default_config', 'default_input_size',
            'has_head', 'head_of', 'imagenet_model', 'init_variables', 'layer_groups',
            'num_outputs']
