@@ -58,8 +58,8 @@ def _train_steps(config, settings: dict) -> rows.Task:
   """fsv.fit's inner loop: its jitted step and optimizer over in-memory batches."""
   images, labels, batches = _batches(settings)
   model = models.build(config.model, 2)
-  params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
-                              images.shape[1:])
+  params = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
+                                 images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, len(batches))
   train_step = train.make_train_step(model, tx,
                                      augment.AugmentConfig.from_config(config.augment))
@@ -99,12 +99,12 @@ def vgg16_forward(settings: dict) -> rows.Task:
   config = _config('bottleneck.py', settings)
   images, _, batches = _batches(settings)
   model = models.build(config.model, 2)
-  params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
-                              images.shape[1:])
+  variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
+                                    images.shape[1:])
 
   def run() -> int:
     for batch in batches:
-      np.asarray(features.features_of_batch(model, params, images[batch]))
+      np.asarray(features.features_of_batch(model, variables, images[batch]))
     return len(images)
 
   return rows.Task(run, _info())

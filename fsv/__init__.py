@@ -11,6 +11,7 @@ The notebook API, without absl flags:
   result.history[-1], result.results['test_accuracy']
   model = fsv.build_model(config.model, data.num_classes)
   probabilities = fsv.predict(result, images)     # uint8 (n, H, W, 3)
+  fsv.imagenet_top5('efficientnet_lite0', 'cat.jpg')  # [(class name, probability)] * 5
 
 Configs from files: `fsv.load_config('configs/scratch_aug.py')`.
 """
@@ -30,9 +31,10 @@ from fsv.train import Result
 from fsv.train import fit
 from fsv.api import load_config
 from fsv.api import predict
+from fsv.imagenet import imagenet_top5
 
 __all__ = [
     'ConfigError', 'DataError', 'NonFiniteLossError', 'Result', 'WorkdirError',
-    'base_config', 'build_model', 'fit', 'load_config', 'load_dataset', 'predict',
-    'validate_config',
+    'base_config', 'build_model', 'fit', 'imagenet_top5', 'load_config', 'load_dataset',
+    'predict', 'validate_config',
 ]

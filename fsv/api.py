@@ -25,11 +25,11 @@ def predict(result, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
   the training data, preprocessed exactly as evaluation batches are."""
   config = result.config
   aug = augment_lib.AugmentConfig.from_config(config.augment)
-  apply = jax.jit(lambda params, x: result.model.apply(
-      {'params': params}, augment_lib.preprocess(x, aug)))
+  apply = jax.jit(lambda variables, x: result.model.apply(
+      variables, augment_lib.preprocess(x, aug)))
   outputs = []
   for start in range(0, len(images), batch_size):
-    logits = apply(result.params, jnp.asarray(images[start:start + batch_size]))
+    logits = apply(result.variables(), jnp.asarray(images[start:start + batch_size]))
     if logits.shape[-1] == 1:
       p = jax.nn.sigmoid(logits[:, 0])
       logits = jnp.stack([1 - p, p], -1)

@@ -108,8 +108,9 @@ def saved_history(newest_first: Iterable[Checkpoints]) -> list:
   return []
 
 
-def best_params(workdir: str) -> dict:
-  """The best parameters of a finished run's last phase (`config.init_from`).
+def best_variables(workdir: str) -> dict:
+  """The best variables ('params', and 'batch_stats' if any) of a finished run's
+  last phase (`config.init_from`).
 
   A bottleneck-only run's parameters are its head, returned as {'head': ...}.
   """
@@ -122,13 +123,16 @@ def best_params(workdir: str) -> dict:
     restored = checkpoints.restore_best(None)
     checkpoints.close()
     if restored is not None:
-      params = restored[0]['params']
-      return {'head': params} if phase == 'bottleneck' else params
+      state = restored[0]
+      if phase == 'bottleneck':
+        return {'params': {'head': state['params']}}
+      return {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
   raise FileNotFoundError(f'init_from={workdir!r}: no best checkpoint in that workdir')
 
 
 def merge_params(params: dict, loaded: dict) -> dict:
-  """`params` with every leaf that `loaded` has at the same path and shape."""
+  """`params` (any tree: parameters, variables) with every leaf that `loaded`
+  has at the same path and shape."""
   flat_loaded = {jax.tree_util.keystr(p): v
                  for p, v in jax.tree_util.tree_leaves_with_path(loaded)}
   taken = []

@@ -40,7 +40,7 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       tfds_split='train',     # the TFDS split the balanced subsets are carved from
       per_class=dict(train=1000, validation=500, test=500),  # tfds carving
       download=False,         # let TFDS download and prepare when missing
-      image_size=(150, 150),  # (height, width) every image is resized to
+      image_size=models.default_input_size(model),  # (height, width) images are resized to
       interpolation='bilinear',
       cache_dir='',           # '' = $FSV_CACHE_DIR or ~/.cache/fsv
       on_bad_image='skip',    # 'skip' (counted, logged) or 'error'

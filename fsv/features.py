@@ -1,8 +1,8 @@
 """Bottleneck features: the frozen base's outputs, computed once and cached.
 
 The cache key covers everything the features depend on: the base's
-parameters (their bytes), the images (their bytes, so size and content), and
-the model; a rerun with the same weights and data reads them back instead of
+parameters and BatchNorm statistics (their bytes), the images (their bytes,
+so size and content), and the model; a rerun with the same weights and data reads them back instead of
 running the base again.
 """
 from __future__ import annotations
@@ -34,35 +34,43 @@ def digest(*arrays_or_trees) -> str:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def features_of_batch(model: nn.Module, params, images) -> jax.Array:
-  """The base's features of a uint8 batch; compiled once per model and shape
-  (modules compare by their fields), so every split reuses one compilation."""
-  return model.apply({'params': params}, images.astype(np.float32), features_only=True)
+def features_of_batch(model: nn.Module, variables, images) -> jax.Array:
+  """The base's features of a uint8 batch, BatchNorm in inference mode;
+  compiled once per model and shape (modules compare by their fields), so
+  every split reuses one compilation."""
+  return model.apply(variables, images.astype(np.float32), features_only=True)
 
 
-def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,
+def extract(model: nn.Module, variables, images: np.ndarray, batch_size: int,
             mesh: jax.sharding.Mesh, description: str = 'features') -> np.ndarray:
   """The base's features (float32) of uint8 images, in global batches on `mesh`."""
-  params = parallel.put_state(mesh, params)
+  variables = parallel.put_state(mesh, variables)
   chunks = []
   for start in tqdm.trange(0, len(images), batch_size, desc=description, leave=False):
     rows, real = parallel.padded_rows(start, batch_size, len(images))
-    batch = features_of_batch(model, params, parallel.shard_rows(mesh, images, rows))
+    batch = features_of_batch(model, variables, parallel.shard_rows(mesh, images, rows))
     chunks.append(parallel.to_host(batch)[:real])
   return np.concatenate(chunks)
 
 
-def cached(model: nn.Module, params, base_params, images: np.ndarray, batch_size: int,
-           mesh: jax.sharding.Mesh, cache_dir: str, description: str) -> np.ndarray:
-  """`extract`, read from / written to `<cache>/features/<key>.npy`."""
+def cached(model: nn.Module, variables, base_variables, images: np.ndarray,
+           batch_size: int, mesh: jax.sharding.Mesh, cache_dir: str,
+           description: str) -> np.ndarray:
+  """`extract`, read from / written to `<cache>/features/<key>.npy`.
+
+  `base_variables` are the parts of `variables` the features depend on.
+  """
+  # BatchNorm statistics enter the key only where there are some, so that the
+  # features of models without them keep the keys they had before.
+  batch_stats = base_variables.get('batch_stats') or {}
   key = digest({'model': np.frombuffer(repr(model).encode(), np.uint8)},
-               base_params, images)
+               base_variables['params'], images, *([batch_stats] if batch_stats else []))
   folder = cache_dir_lib.cache_root(cache_dir) / 'features'
   path = folder / f'{key}.npy'
   if path.exists():
     logging.info('%s: bottleneck features from cache %s', description, path)
     return np.load(path, allow_pickle=False)
-  features = extract(model, params, images, batch_size, mesh, description)
+  features = extract(model, variables, images, batch_size, mesh, description)
   folder.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=folder, suffix='.tmp', delete=False) as f:
     np.save(f, features, allow_pickle=False)

@@ -6,6 +6,11 @@ checkpoints and resume) and `fit`, which runs up to two phases:
   1. `config.bottleneck`: only the head, on the frozen base's cached features;
   2. `config.train`: end to end on images with augmentation, training the
      parameters `config.train.trainable` selects (fsv/partition.py).
+Models with BatchNorm carry its running statistics as `batch_stats` next to
+the parameters (in the state, the checkpoints, evaluation and features).
+They change only in layers that `model.batch_norm='train'` lets train (see
+`fsv.models.BATCH_NORM_MODES`); otherwise training steps pass them through
+untouched.
 Randomness is explicit: every step's key is derived from (seed, phase,
 epoch, step) and every epoch's shuffle from (seed, phase, epoch), so a
 resumed run is the same run as an uninterrupted one.
@@ -55,6 +60,12 @@ class TrainState(struct.PyTreeNode):
   step: jnp.ndarray
   params: Any
   opt_state: Any
+  # BatchNorm running statistics: not parameters (no gradient, no optimizer
+  # state), but part of what a checkpoint must restore. {} without BatchNorm.
+  batch_stats: Any = struct.field(default_factory=dict)
+
+  def variables(self) -> dict:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
@@ -87,18 +98,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   Gradients of frozen parameters are never used (their updates are
   `set_to_zero`), so XLA drops their computation from the compiled step.
+  BatchNorm statistics are updated only in the layers the model names in
+  `batch_norm_training` (micro-batch after micro-batch when accumulating);
+  otherwise they leave the step as they came in.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
+  updates_batch_norm = bool(getattr(model, 'batch_norm_training', ()))
 
-  def loss_fn(params, inputs, labels, dropout_key):
-    logits = model.apply({'params': params}, inputs, train=True,
-                         rngs={'dropout': dropout_key})
+  def loss_fn(params, batch_stats, inputs, labels, dropout_key):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    rngs = {'dropout': dropout_key}
+    if updates_batch_norm:
+      logits, updated = model.apply(variables, inputs, train=True, rngs=rngs,
+                                    mutable=['batch_stats'])
+      batch_stats = updated['batch_stats']
+    else:
+      logits = model.apply(variables, inputs, train=True, rngs=rngs)
     loss, correct = loss_and_correct(logits, labels)
-    return loss.mean(), correct.mean()
+    return loss.mean(), (correct.mean(), batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def accumulated_grad_fn(params, inputs, labels, dropout_key):
+  def accumulated_grad_fn(params, batch_stats, inputs, labels, dropout_key):
     def micro_batches(x):
       # Micro-batch m is rows m, m + k, m + 2k, ...: every device keeps the
       # rows it holds, and the split is the same on any number of devices.
@@ -107,28 +128,30 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
           x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
               None, parallel.DATA)))
 
-    def add_micro_batch(grads, micro_batch):
+    def add_micro_batch(carry, micro_batch):
+      grads, batch_stats = carry
       inputs, labels, index = micro_batch
-      metrics, micro_grads = grad_fn(params, inputs, labels,
-                                     jax.random.fold_in(dropout_key, index))
-      return jax.tree_util.tree_map(jnp.add, grads, micro_grads), metrics
+      (loss, (accuracy, batch_stats)), micro_grads = grad_fn(
+          params, batch_stats, inputs, labels, jax.random.fold_in(dropout_key, index))
+      return (jax.tree_util.tree_map(jnp.add, grads, micro_grads), batch_stats), (loss, accuracy)
 
-    grads, (losses, accuracies) = jax.lax.scan(
-        add_micro_batch, jax.tree_util.tree_map(jnp.zeros_like, params),
+    (grads, batch_stats), (losses, accuracies) = jax.lax.scan(
+        add_micro_batch, (jax.tree_util.tree_map(jnp.zeros_like, params), batch_stats),
         (micro_batches(inputs), micro_batches(labels), jnp.arange(accumulation_steps)))
     # Micro-batches of equal size: the mean of their means is the batch's mean.
     grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads)
-    return (losses.mean(), accuracies.mean()), grads
+    return (losses.mean(), (accuracies.mean(), batch_stats)), grads
 
   def train_step(state: TrainState, images, labels, key):
     aug_key, dropout_key = jax.random.split(key)
     inputs = augment_lib.random_transform(images, aug_key, aug)
-    (loss, accuracy), grads = (grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
-        state.params, inputs, labels, dropout_key)
+    (loss, (accuracy, batch_stats)), grads = (
+        grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
+            state.params, state.batch_stats, inputs, labels, dropout_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     state = state.replace(step=state.step + 1,
                           params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state)
+                          opt_state=opt_state, batch_stats=batch_stats)
     state = jax.lax.with_sharding_constraint(state, parallel.state_shardings(mesh, state))
     return state, {'loss': loss, 'accuracy': accuracy}
 
@@ -136,17 +159,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def make_eval_step(model: nn.Module, aug: augment_lib.AugmentConfig) -> Callable:
-  """(params, images, labels, mask) -> summed loss and correct; jitted."""
+  """(variables, images, labels, mask) -> summed loss and correct; jitted."""
 
-  def eval_step(params, images, labels, mask):
-    logits = model.apply({'params': params}, augment_lib.preprocess(images, aug))
+  def eval_step(variables, images, labels, mask):
+    logits = model.apply(variables, augment_lib.preprocess(images, aug))
     loss, correct = loss_and_correct(logits, labels)
     return {'loss': (loss * mask).sum(), 'correct': (correct * mask).sum()}
 
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step: Callable, params, split: data_lib.Split, batch_size: int,
+def evaluate(eval_step: Callable, variables, split: data_lib.Split, batch_size: int,
              mesh: jax.sharding.Mesh) -> dict:
   """Mean loss and accuracy over every example of `split`, in global batches on
   `mesh` (the last batch padded, the padding masked out)."""
@@ -155,7 +178,7 @@ def evaluate(eval_step: Callable, params, split: data_lib.Split, batch_size: int
   for start in range(0, n, batch_size):
     rows, real = parallel.padded_rows(start, batch_size, n)
     mask = (np.arange(batch_size) < real).astype(np.float32)
-    out = eval_step(params, parallel.shard_rows(mesh, split.images, rows),
+    out = eval_step(variables, parallel.shard_rows(mesh, split.images, rows),
                     parallel.shard_rows(mesh, split.labels, rows),
                     parallel.shard_rows(mesh, mask, np.arange(batch_size)))
     for k in totals:
@@ -181,20 +204,24 @@ class Phase:
   splits: dict                      # name -> Split (images, or features)
   config: Any                       # the phase's optimization group
   steps_per_epoch: int
+  layer_groups: dict = dataclasses.field(default_factory=dict)  # '@name' in trainable
 
 
-def train_phase(phase: Phase, params, seed: int, history: list,
+def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                 checkpoints: Optional[checkpoint_lib.Checkpoints],
-                workdir: Optional[str], mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
+                workdir: Optional[str], mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
   """Runs (or resumes) the phase's epochs on `mesh`; appends to `history` in place.
 
-  Returns (last params, best params by validation accuracy).
+  `variables` holds 'params' and, with BatchNorm, 'batch_stats'. Returns
+  (last variables, best variables by validation accuracy).
   """
   tc = phase.config
   phase_index = PHASES.index(phase.name)
+  params = variables['params']
   # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
   state = parallel.put_state(mesh, TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params)))
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
+      batch_stats=variables.get('batch_stats', {})))
   done = [h for h in history if h['phase'] == phase.name]
   best_accuracy = max((_selection_metric(h) for h in done), default=-1.0)
   if checkpoints and done:
@@ -238,7 +265,7 @@ def train_phase(phase: Phase, params, seed: int, history: list,
              'train_loss': sums['loss'] / phase.steps_per_epoch,
              'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
     if validation is not None:
-      val = evaluate(eval_step, state.params, validation, eval_batch_size, mesh)
+      val = evaluate(eval_step, state.variables(), validation, eval_batch_size, mesh)
       entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
     entry['seconds'] = time.time() - epoch_started
     history.append(entry)
@@ -252,13 +279,13 @@ def train_phase(phase: Phase, params, seed: int, history: list,
       report.write_json(os.path.join(workdir, 'history.json'), history)
       report.plot_history(history, os.path.join(workdir, 'curves.png'))
 
-  best = state.params
+  best = state.variables()
   if checkpoints:
     checkpoints.wait()
     restored = checkpoints.restore_best(state)
     if restored is not None:
-      best = restored[0].params
-  return state.params, best
+      best = restored[0].variables()
+  return state.variables(), best
 
 
 def _selection_metric(entry: dict) -> float:
@@ -274,6 +301,11 @@ class Result:
   model: nn.Module
   config: Any
   dataset: data_lib.Dataset
+  batch_stats: Any = dataclasses.field(default_factory=dict)  # BatchNorm statistics
+
+  def variables(self) -> dict:
+    """What `model.apply` takes."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
 def _check_classes(config, class_names: tuple[str, ...]) -> None:
@@ -299,47 +331,61 @@ def _check_trainable(config) -> None:
   model = models.build(config.model, config.model.num_classes or 2)
   images = jax.ShapeDtypeStruct((1, *config.data.image_size, 3), jnp.float32)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)['params']
-  partition.labels(shapes, config.train.trainable, config.train.group_learning_rates)
+  partition.labels(shapes, config.train.trainable, config.train.group_learning_rates,
+                   models.layer_groups(config.model))
 
 
 def _steps_per_epoch(tc, num_train: int) -> int:
   return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
 
 
-def _bottleneck_phase(config, model, params, dataset, mesh) -> Phase:
+def _bottleneck_phase(config, model, variables, dataset, mesh) -> Phase:
   """The head alone, trained on the frozen base's cached features."""
   tc = config.bottleneck
-  base = {k: v for k, v in params.items() if k != 'head'}
+  base = {'params': {k: v for k, v in variables['params'].items() if k != 'head'},
+          'batch_stats': variables.get('batch_stats', {})}
   splits = {}
   for name, split in dataset.splits.items():
-    feats = features_lib.cached(model, params, base, split.images,
+    feats = features_lib.cached(model, variables, base, split.images,
                                 parallel.eval_batch_size(tc, mesh), mesh,
                                 config.model.get('cache_dir', ''), f'{name} features')
     splits[name] = data_lib.Split(images=feats, labels=split.labels, files=split.files)
   steps = _steps_per_epoch(tc, len(splits['train'].labels))
-  tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)), params['head'], steps)
+  tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)),
+                           variables['params']['head'], steps)
   return Phase('bottleneck', models.head_of(config.model, model), tx,
                augment_lib.AugmentConfig(), splits, tc, steps)
 
 
-def _train_phase(config, model, params, dataset) -> Phase:
-  """The model end to end on images with augmentation; `trainable` picks what trains."""
+def _train_phase(config, model, variables, dataset) -> Phase:
+  """The model end to end on images with augmentation; `trainable` picks what trains.
+
+  With `model.batch_norm='train'`, the BatchNorm layers whose parameters
+  all train use batch statistics in training steps and update their running
+  ones; every other BatchNorm layer stays in inference mode.
+  """
   tc = config.train
+  params = variables['params']
+  groups = models.layer_groups(config.model)
   steps = _steps_per_epoch(tc, len(dataset.splits['train'].labels))
-  return Phase('train', model, partition.optimizer(tc, params, steps),
+  if config.model.get('batch_norm') == 'train':
+    labels = partition.labels(params, tc.trainable, tc.group_learning_rates, groups)
+    model = model.clone(batch_norm_training=partition.trained_layers(
+        labels, variables.get('batch_stats', {})))
+  return Phase('train', model, partition.optimizer(tc, params, steps, groups),
                augment_lib.AugmentConfig.from_config(config.augment),
-               dict(dataset.splits), tc, steps)
+               dict(dataset.splits), tc, steps, groups)
 
 
 def _log_partition(phase: Phase, params) -> None:
   counts = partition.count(params, partition.labels(
       params, phase.config.get('trainable', ('.*',)),
-      phase.config.get('group_learning_rates', ())))
+      phase.config.get('group_learning_rates', ()), phase.layer_groups))
   logging.info('%s: %s parameters', phase.name, ', '.join(
       f'{count:,} {label}' for label, count in sorted(counts.items())))
 
 
-def _results(phase: Phase, params, history: list, evaluated: str, dataset,
+def _results(phase: Phase, variables, history: list, evaluated: str, dataset,
              mesh) -> dict:
   entries = [h for h in history if h['phase'] == phase.name]
   results = {'phase': phase.name, 'epochs': len(entries), 'evaluated': evaluated,
@@ -351,7 +397,7 @@ def _results(phase: Phase, params, history: list, evaluated: str, dataset,
   batch_size = parallel.eval_batch_size(phase.config, mesh)
   for name, prefix in (('validation', 'val'), ('test', 'test')):
     if name in phase.splits:
-      metrics = evaluate(eval_step, params, phase.splits[name], batch_size, mesh)
+      metrics = evaluate(eval_step, variables, phase.splits[name], batch_size, mesh)
       results[f'{prefix}_accuracy'] = metrics['accuracy']
       results[f'{prefix}_loss'] = metrics['loss']
   return results
@@ -385,10 +431,11 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   if 'train' not in dataset.splits:
     raise data_lib.DataError('the dataset has no train split')
   model = models.build(config.model, dataset.num_classes)
-  params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
-                              dataset.splits['train'].images.shape[1:])
+  variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
+                                    dataset.splits['train'].images.shape[1:])
   if config.init_from:
-    params = checkpoint_lib.merge_params(params, checkpoint_lib.best_params(config.init_from))
+    variables = checkpoint_lib.merge_params(
+        variables, checkpoint_lib.best_variables(config.init_from))
 
   checkpoints, history = {}, []
   if workdir:
@@ -404,16 +451,16 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   try:
     # Once the train phase has checkpoints, they hold the head trained before it.
     if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
-      phase = _bottleneck_phase(config, model, params, dataset, mesh)
-      _log_partition(phase, params['head'])
-      head = pick(*train_phase(phase, params['head'], config.seed, history,
-                               checkpoints.get('bottleneck'), workdir, mesh))
-      params = {**params, 'head': head}
+      phase = _bottleneck_phase(config, model, variables, dataset, mesh)
+      _log_partition(phase, variables['params']['head'])
+      head = pick(*train_phase(phase, {'params': variables['params']['head']}, config.seed,
+                               history, checkpoints.get('bottleneck'), workdir, mesh))
+      variables = {**variables, 'params': {**variables['params'], 'head': head['params']}}
     if config.train.epochs:
-      phase = _train_phase(config, model, params, dataset)
-      _log_partition(phase, params)
-      params = pick(*train_phase(phase, params, config.seed, history,
-                                 checkpoints.get('train'), workdir, mesh))
+      phase = _train_phase(config, model, variables, dataset)
+      _log_partition(phase, variables['params'])
+      variables = pick(*train_phase(phase, variables, config.seed, history,
+                                    checkpoints.get('train'), workdir, mesh))
   finally:
     # Also on an error: the last epoch's asynchronous save completes.
     for manager in checkpoints.values():
@@ -421,11 +468,13 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
 
   results = {}
   if phase is not None:
-    results = _results(phase, params if phase.name == 'train' else params['head'],
+    results = _results(phase, variables if phase.name == 'train'
+                       else {'params': variables['params']['head']},
                        history, evaluated, dataset, mesh)
   results['wall_seconds'] = time.time() - started
   if workdir:
     report.write_json(os.path.join(workdir, 'results.json'), results)
   logging.info('results: %s', results)
-  return Result(history=history, results=results, params=params, model=model,
-                config=config, dataset=dataset)
+  return Result(history=history, results=results, params=variables['params'], model=model,
+                config=config, dataset=dataset,
+                batch_stats=variables.get('batch_stats', {}))

@@ -6,6 +6,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fsv.data.decode import Dataset, Split, SplitReport
+
 # Solid colour of the class at each index of the sorted class names, so a
 # label can be checked from the pixels.
 IMAGE_FOLDER_COLOURS = np.array(
@@ -39,3 +41,25 @@ def make_image_folder(tmp_path):
     return root
 
   return make
+
+
+@pytest.fixture(scope='session')
+def two_class_dataset():
+  """Called as two_class_dataset(size, train=8, held_out=3): a Dataset of
+  'cats' (random dark pixels) and 'dogs' (the same, plus red), `train` and
+  `held_out` (validation, test) images per class: learnable from features."""
+  return _two_class_dataset
+
+
+def _two_class_dataset(size: int, train: int, held_out: int) -> Dataset:
+  rng = np.random.default_rng(0)
+
+  def split(n):
+    labels = np.repeat([0, 1], n).astype(np.int32)
+    images = rng.integers(0, 80, (len(labels), size, size, 3)).astype(np.uint8)
+    images[labels == 1, :, :, 0] += 170
+    return Split(images=images, labels=labels, files=tuple(map(str, range(len(labels)))))
+
+  splits = {'train': split(train), 'validation': split(held_out), 'test': split(held_out)}
+  return Dataset(class_names=('cats', 'dogs'), splits=splits,
+                 report={k: SplitReport(len(v.labels), (), 0) for k, v in splits.items()})

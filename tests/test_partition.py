@@ -7,6 +7,7 @@ import pytest
 
 import fsv
 from fsv import augment
+from fsv import models
 from fsv import partition
 from fsv import train as train_lib
 from fsv.config import ConfigError
@@ -36,6 +37,40 @@ def test_labels_from_patterns_and_groups():
   assert labels['conv1'] == {'kernel': 'frozen', 'bias': 'frozen'}
   assert labels['conv2']['kernel'] == 'group0'
   assert labels['logits']['bias'] == 'trainable'
+
+
+@pytest.mark.parametrize('name', models.NAMES)
+def test_every_backbone_names_its_top_block_and_head(name):
+  """'@top_block' and '@head' mean something for every backbone: each group
+  matches parameters, and the top block is part of the base."""
+  model_keys = dict(name=name) if name == 'small_convnet' else dict(name=name, weights='')
+  config = fsv.validate_config(dict(model=model_keys, data=dict(dir='unused')))
+  model = fsv.build_model(config.model, 2)
+  size = max(32, models.min_input_size(config.model))
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, size, size, 3)))['params']
+  groups = models.layer_groups(config.model)
+  names = jax.tree_util.tree_leaves(partition.path_names(params))
+
+  def selected(*patterns):
+    labels = partition.labels(params, patterns, (), groups)
+    return {n for n, label in zip(names, jax.tree_util.tree_leaves(labels))
+            if label != partition.FROZEN}
+
+  assert selected('@top_block') and selected('@head')
+  assert selected('@top_block') < selected('@base')
+  assert not selected('@head') & selected('@base')
+
+
+def test_layer_groups_expand_in_patterns():
+  _, params = _small_model_and_params()
+  groups = {'top_block': ('conv2/.*',)}
+  labels = partition.labels(params, ('@top_block', 'logits/.*'), (('@top_block', 1e-5),),
+                            groups)
+  assert labels['conv1']['kernel'] == 'frozen'
+  assert labels['conv2']['kernel'] == 'group0'
+  with pytest.raises(ConfigError, match=r"no layer group 'top'; it has \['top_block'\]"):
+    partition.labels(params, ('@top',), (), groups)
 
 
 @pytest.mark.parametrize('trainable,groups,match', [

@@ -8,24 +8,13 @@ import pytest
 
 import fsv
 from fsv import features as features_lib
-from fsv.data.decode import Dataset, Split, SplitReport
 
 SIZE = 32
 
 
 @pytest.fixture(scope='module')
-def dataset():
-  rng = np.random.default_rng(0)
-
-  def split(n):
-    labels = np.repeat([0, 1], n).astype(np.int32)
-    images = rng.integers(0, 80, (len(labels), SIZE, SIZE, 3)).astype(np.uint8)
-    images[labels == 1, :, :, 0] += 170  # class 1 is red: learnable from features
-    return Split(images=images, labels=labels, files=tuple(map(str, range(len(labels)))))
-
-  splits = {'train': split(8), 'validation': split(3), 'test': split(3)}
-  return Dataset(class_names=('cats', 'dogs'), splits=splits,
-                 report={k: SplitReport(len(v.labels), (), 0) for k, v in splits.items()})
+def dataset(two_class_dataset):
+  return two_class_dataset(SIZE, train=8, held_out=3)
 
 
 def _config(tmp_path, **groups):

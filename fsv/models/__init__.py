@@ -1,6 +1,24 @@
-"""Models by name. Each module declares its config keys, its smallest input,
-how to build it and where its pretrained weights come from; this registry is
-the only place that lists them."""
+"""Models by name; this registry is the only place that lists them.
+
+A backbone is one module declaring:
+  default_config(name)       its `config.model` keys;
+  INPUT_RESCALE              the `augment.rescale` it expects of 0-255 pixels;
+                             1.0 means the model preprocesses 0-255 pixels
+                             itself, in one place, and other values are
+                             refused;
+  PREPROCESSING              what that preprocessing is, in words;
+  default_input_size(name)   `data.image_size` by default;
+  min_input_size(config)     the smallest square input it accepts;
+  layer_groups(config)       named groups of parameter patterns, used as
+                             '@base', '@top_block', '@head' in `train.trainable`
+                             so that "unfreeze the top block" means the same for
+                             every backbone;
+  validate_config, build     checks and the Flax module;
+optionally head_of (a separately trainable `head`, for bottleneck features),
+pretrained_variables (its weight sources) and imagenet_model (its ImageNet
+classifier, for `fsv.imagenet_top5`). Adding a backbone is one module and one
+line in `_REGISTRY`.
+"""
 from __future__ import annotations
 
 import functools
@@ -9,8 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsv.models import efficientnet_lite
 from fsv.models import small_convnet
 from fsv.models import vgg
+from fsv.models.efficientnet_lite import EfficientNetLite
 from fsv.models.small_convnet import SmallConvNet
 from fsv.models.vgg import VGG
 from fsv.models.vgg import VGGClassifier
@@ -22,8 +42,18 @@ _REGISTRY = {
     'small_convnet': small_convnet,
     'vgg16': vgg,
     'vgg19': vgg,
+    'efficientnet_lite0': efficientnet_lite,
+    'efficientnet_lite1': efficientnet_lite,
+    'efficientnet_lite2': efficientnet_lite,
 }
 NAMES = tuple(_REGISTRY)
+# config.model.batch_norm of models with BatchNorm: 'frozen' runs every
+# BatchNorm layer on its running statistics and never changes them (also
+# in training steps: Keras's trainable=False); 'train' lets the layers whose
+# parameters `train.trainable` selects normalise with batch statistics in
+# training steps and update their running statistics. Frozen layers always
+# keep theirs.
+BATCH_NORM_MODES = ('frozen', 'train')
 
 
 def _module(name: str):
@@ -41,8 +71,17 @@ def input_rescale(name: str) -> float:
   return _module(name).INPUT_RESCALE
 
 
+def default_input_size(name: str) -> tuple[int, int]:
+  return tuple(_module(name).default_input_size(name))
+
+
 def min_input_size(config) -> int:
   return _module(config.name).min_input_size(config)
+
+
+def layer_groups(config) -> dict[str, tuple[str, ...]]:
+  """Group name -> parameter patterns ('@<name>' in `train.trainable`)."""
+  return _module(config.name).layer_groups(config)
 
 
 def has_head(config) -> bool:
@@ -61,7 +100,16 @@ def validate_config(config, error) -> None:
   if model.num_classes < 0 or model.num_classes == 1:
     raise error(f'config.model.num_classes={model.num_classes}: must be 0 '
                 '(take it from the data) or at least 2')
-  _module(model.name).validate_config(config, error)
+  module = _module(model.name)
+  if module.INPUT_RESCALE == 1 and config.augment.rescale != 1:
+    raise error(
+        f'config.augment.rescale={config.augment.rescale}: {model.name} applies its own '
+        f'{module.PREPROCESSING} to 0-255 pixels; rescaling them first (the blog\'s '
+        'rescale=1./255) would feed the ImageNet weights the wrong inputs. Set it to 1.')
+  if 'batch_norm' in model and model.batch_norm not in BATCH_NORM_MODES:
+    raise error(f'config.model.batch_norm={model.batch_norm!r}: must be one of '
+                f'{BATCH_NORM_MODES}')
+  module.validate_config(config, error)
 
 
 def num_outputs(num_classes: int) -> int:
@@ -74,12 +122,24 @@ def build(config, num_classes: int) -> nn.Module:
   return _module(config.name).build(config, num_outputs(num_classes))
 
 
-def init_params(config, model: nn.Module, key: jax.Array, image_shape) -> dict:
-  """Initial parameters: random, then pretrained weights where the model has them."""
-  params = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))['params']
-  load = getattr(_module(config.name), 'pretrained_params', None)
-  return load(config, params) if load else params
+def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dict:
+  """Initial variables ('params', and 'batch_stats' for models with BatchNorm):
+  random, then pretrained weights where the model has them."""
+  variables = dict(model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32)))
+  load = getattr(_module(config.name), 'pretrained_variables', None)
+  return load(config, variables) if load else variables
 
 
-__all__ = ['NAMES', 'SmallConvNet', 'VGG', 'VGG16', 'VGG19', 'VGGClassifier', 'build',
-           'default_config', 'has_head', 'head_of', 'init_params', 'num_outputs']
+def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict, tuple[int, int]]:
+  """(module, variables, input size) of a backbone's 1000-class ImageNet classifier."""
+  module = _module(name)
+  if not hasattr(module, 'imagenet_model'):
+    raise ValueError(f'{name} has no ImageNet classifier; models that do: '
+                     f'{tuple(n for n in NAMES if hasattr(_module(n), "imagenet_model"))}')
+  return (*module.imagenet_model(name, cache_dir), module.imagenet_input_size(name))
+
+
+__all__ = ['BATCH_NORM_MODES', 'EfficientNetLite', 'NAMES', 'SmallConvNet', 'VGG', 'VGG16',
+           'VGG19', 'VGGClassifier', 'build', 'default_config', 'default_input_size',
+           'has_head', 'head_of', 'imagenet_model', 'init_variables', 'layer_groups',
+           'num_outputs']

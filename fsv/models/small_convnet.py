@@ -25,6 +25,7 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
+PREPROCESSING = 'none beyond augment.rescale'
 
 _kernel_init = nn.initializers.glorot_uniform()
 
@@ -55,6 +56,17 @@ class SmallConvNet(nn.Module):
 
 def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(name=name, num_classes=0, **BOOK))
+
+
+def default_input_size(name: str) -> tuple[int, int]:
+  del name
+  return (150, 150)
+
+
+def layer_groups(config) -> dict[str, tuple[str, ...]]:
+  """No pretrained base: 'base' is the conv stack, 'top_block' its last conv."""
+  return {'base': ('conv.*',), 'top_block': (f'conv{len(config.conv_features)}/.*',),
+          'head': ('dense/.*', 'logits/.*')}
 
 
 def min_input_size(config) -> int:

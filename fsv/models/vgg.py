@@ -29,6 +29,8 @@ WIDTHS = (64, 128, 256, 512, 512)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 POOLINGS = ('', 'avg', 'max')
 INPUT_RESCALE = 1.0  # caffe_preprocess works on 0-255 pixels
+PREPROCESSING = 'caffe preprocessing (RGB to BGR, ImageNet means subtracted)'
+IMAGENET_INPUT_SIZE = (224, 224)  # the top's fc1 is sized for it
 
 
 def caffe_preprocess(rgb: jnp.ndarray) -> jnp.ndarray:
@@ -136,18 +138,28 @@ def default_config(name: str = 'vgg16') -> ml_collections.ConfigDict:
   ))
 
 
+def default_input_size(name: str) -> tuple[int, int]:
+  del name
+  return (150, 150)  # the recipe's; ImageNet's is IMAGENET_INPUT_SIZE
+
+
+def imagenet_input_size(name: str) -> tuple[int, int]:
+  del name
+  return IMAGENET_INPUT_SIZE
+
+
 def min_input_size(config) -> int:
   del config
   return 32  # five 2x2 poolings leave one pixel
 
 
+def layer_groups(config) -> dict[str, tuple[str, ...]]:
+  return {'base': ('block.*',), 'top_block': (f'block{len(WIDTHS)}_.*',),
+          'head': ('head/.*',)}
+
+
 def validate_config(full_config, error) -> None:
   config = full_config.model
-  if full_config.augment.rescale != 1:
-    raise error(
-        f'config.augment.rescale={full_config.augment.rescale}: VGG applies its own '
-        'caffe preprocessing to 0-255 pixels; rescaling them first (the blog\'s '
-        "rescale=1./255) would feed the ImageNet weights the wrong inputs. Set it to 1.")
   if config.pooling not in POOLINGS:
     raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
   if config.head_units < 1:
@@ -160,14 +172,21 @@ def _depth(config) -> int:
   return int(config.name[len('vgg'):])
 
 
-def pretrained_params(config, params: dict) -> dict:
-  """`params` with the conv base replaced by `config.weights` (if any)."""
+def pretrained_variables(config, variables: dict) -> dict:
+  """`variables` with the conv base replaced by `config.weights` (if any)."""
   if not config.weights:
-    return params
+    return variables
   from fsv import pretrained  # the loaders need h5py/onnx only when used
   base = pretrained.load_vgg(_depth(config), config.weights, include_top=False,
                              cache_dir=config.cache_dir)
-  return {**params, **base}
+  return {**variables, 'params': {**variables['params'], **base}}
+
+
+def imagenet_model(name: str, cache_dir: str = '') -> tuple[VGG, dict]:
+  """Keras's VGG with its 1000-class top and the ImageNet weights."""
+  from fsv import pretrained
+  depth = int(name[len('vgg'):])
+  return VGG(depth=depth), {'params': pretrained.load_vgg(depth, 'imagenet', True, cache_dir)}
 
 
 def build(config, num_outputs: int) -> VGGClassifier:

