@@ -2,7 +2,8 @@
 
 The cache key covers everything the features depend on: the base's
 parameters (their bytes), the images (their bytes, so size and content), and
-the model; a rerun with the same weights and data reads them back instead of
+the model (its fields, the computation dtype among them: bfloat16 features
+differ from float32 ones); a rerun with the same weights and data reads them back instead of
 running the base again.
 """
 from __future__ import annotations
@@ -35,9 +36,11 @@ def digest(*arrays_or_trees) -> str:
 
 @functools.partial(jax.jit, static_argnums=0)
 def features_of_batch(model: nn.Module, params, images) -> jax.Array:
-  """The base's features of a uint8 batch; compiled once per model and shape
+  """The base's features of a uint8 batch, as float32 whatever the model
+  computes in (the head casts them back); compiled once per model and shape
   (modules compare by their fields), so every split reuses one compilation."""
-  return model.apply({'params': params}, images.astype(np.float32), features_only=True)
+  return model.apply({'params': params}, images.astype(np.float32),
+                     features_only=True).astype(np.float32)
 
 
 def extract(model: nn.Module, params, images: np.ndarray, batch_size: int,

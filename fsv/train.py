@@ -42,6 +42,7 @@ from fsv import features as features_lib
 from fsv import models
 from fsv import parallel
 from fsv import partition
+from fsv import precision
 from fsv import report
 
 PHASES = checkpoint_lib.PHASES
@@ -55,10 +56,12 @@ class TrainState(struct.PyTreeNode):
   step: jnp.ndarray
   params: Any
   opt_state: Any
+  loss_scale: Optional[precision.DynamicLossScale] = None  # float16 runs only
 
 
 def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
   """Per-example loss and 0/1 correctness for sigmoid (1 logit) or softmax heads."""
+  logits = logits.astype(jnp.float32)  # bfloat16 logits would round the loss
   if logits.shape[-1] == 1:
     logits = logits[:, 0]
     loss = optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
@@ -87,18 +90,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   Gradients of frozen parameters are never used (their updates are
   `set_to_zero`), so XLA drops their computation from the compiled step.
+
+  A state with a `loss_scale` (float16) differentiates the scaled loss and
+  skips the update of a step whose gradients overflowed (fsv/precision.py);
+  metrics then include `skipped`. The loss reported is never scaled.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
 
-  def loss_fn(params, inputs, labels, dropout_key):
+  def loss_fn(params, inputs, labels, dropout_key, scale):
     logits = model.apply({'params': params}, inputs, train=True,
                          rngs={'dropout': dropout_key})
     loss, correct = loss_and_correct(logits, labels)
-    return loss.mean(), correct.mean()
+    return loss.mean() * scale, (loss.mean(), correct.mean())
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  def grad_fn(params, inputs, labels, dropout_key, scale):
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, inputs, labels, dropout_key, scale)
+    return metrics, grads
 
-  def accumulated_grad_fn(params, inputs, labels, dropout_key):
+  def accumulated_grad_fn(params, inputs, labels, dropout_key, scale):
     def micro_batches(x):
       # Micro-batch m is rows m, m + k, m + 2k, ...: every device keeps the
       # rows it holds, and the split is the same on any number of devices.
@@ -110,7 +120,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     def add_micro_batch(grads, micro_batch):
       inputs, labels, index = micro_batch
       metrics, micro_grads = grad_fn(params, inputs, labels,
-                                     jax.random.fold_in(dropout_key, index))
+                                     jax.random.fold_in(dropout_key, index), scale)
       return jax.tree_util.tree_map(jnp.add, grads, micro_grads), metrics
 
     grads, (losses, accuracies) = jax.lax.scan(
@@ -123,14 +133,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def train_step(state: TrainState, images, labels, key):
     aug_key, dropout_key = jax.random.split(key)
     inputs = augment_lib.random_transform(images, aug_key, aug)
+    loss_scale = state.loss_scale
     (loss, accuracy), grads = (grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
-        state.params, inputs, labels, dropout_key)
+        state.params, inputs, labels, dropout_key,
+        1.0 if loss_scale is None else loss_scale.scale)
+    if loss_scale is not None:
+      grads = loss_scale.unscale(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1,
-                          params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'loss': loss, 'accuracy': accuracy}
+    if loss_scale is not None:
+      # The updates, not the gradients, are checked: reading the frozen
+      # parameters' gradients would make XLA compute them. A non-finite
+      # gradient of a trained parameter makes its update non-finite.
+      finite = precision.all_finite(updates)
+      params, opt_state = precision.select(finite, (params, opt_state),
+                                           (state.params, state.opt_state))
+      loss_scale = loss_scale.adjust(finite)
+      metrics['skipped'] = ~finite
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                          loss_scale=loss_scale)
     state = jax.lax.with_sharding_constraint(state, parallel.state_shardings(mesh, state))
-    return state, {'loss': loss, 'accuracy': accuracy}
+    return state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
@@ -181,6 +205,7 @@ class Phase:
   splits: dict                      # name -> Split (images, or features)
   config: Any                       # the phase's optimization group
   steps_per_epoch: int
+  dtype: str = 'float32'            # the run's config.dtype
 
 
 def train_phase(phase: Phase, params, seed: int, history: list,
@@ -194,7 +219,8 @@ def train_phase(phase: Phase, params, seed: int, history: list,
   phase_index = PHASES.index(phase.name)
   # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
   state = parallel.put_state(mesh, TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params)))
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
+      loss_scale=precision.loss_scale(phase.dtype)))
   done = [h for h in history if h['phase'] == phase.name]
   best_accuracy = max((_selection_metric(h) for h in done), default=-1.0)
   if checkpoints and done:
@@ -214,7 +240,7 @@ def train_phase(phase: Phase, params, seed: int, history: list,
     order = epoch_indices(seed, epoch, num_train, phase.steps_per_epoch * tc.batch_size,
                           phase_index)
     epoch_key = jax.random.fold_in(root_key, epoch)
-    sums = {'loss': 0.0, 'accuracy': 0.0}
+    sums = {'loss': 0.0, 'accuracy': 0.0, 'skipped': 0}
     bar = tqdm.tqdm(range(phase.steps_per_epoch), unit='step', leave=False,
                     desc=f'{phase.name} epoch {epoch}/{tc.epochs}', dynamic_ncols=True)
     for step in bar:
@@ -224,11 +250,15 @@ def train_phase(phase: Phase, params, seed: int, history: list,
                                   jax.random.fold_in(epoch_key, step))
       loss = float(metrics['loss'])
       # Raised before the epoch's checkpoint: resuming starts from finite weights.
+      # A float16 step skipped for overflowing gradients has a finite loss.
       if not math.isfinite(loss) and tc.on_nonfinite_loss == 'stop':
         raise NonFiniteLossError(
             f'{phase.name} epoch {epoch} step {step + 1}: the training loss is {loss}; '
-            f'stopped before checkpointing this epoch (try a lower learning rate, or '
-            f"set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+            f'stopped before checkpointing this epoch (try a lower learning rate'
+            + (", dtype='bfloat16' (float16 overflows above 65504)"
+               if phase.dtype == 'float16' else '')
+            + f", or set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+      sums['skipped'] += int(metrics.get('skipped', 0))
       sums['loss'] += loss
       sums['accuracy'] += float(metrics['accuracy'])
       bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
@@ -237,6 +267,8 @@ def train_phase(phase: Phase, params, seed: int, history: list,
     entry = {'phase': phase.name, 'epoch': epoch,
              'train_loss': sums['loss'] / phase.steps_per_epoch,
              'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
+    if state.loss_scale is not None:
+      entry.update(skipped_steps=sums['skipped'], loss_scale=float(state.loss_scale.scale))
     if validation is not None:
       val = evaluate(eval_step, state.params, validation, eval_batch_size, mesh)
       entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
@@ -319,7 +351,7 @@ def _bottleneck_phase(config, model, params, dataset, mesh) -> Phase:
   steps = _steps_per_epoch(tc, len(splits['train'].labels))
   tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)), params['head'], steps)
   return Phase('bottleneck', models.head_of(config.model, model), tx,
-               augment_lib.AugmentConfig(), splits, tc, steps)
+               augment_lib.AugmentConfig(), splits, tc, steps, config.dtype)
 
 
 def _train_phase(config, model, params, dataset) -> Phase:
@@ -328,7 +360,7 @@ def _train_phase(config, model, params, dataset) -> Phase:
   steps = _steps_per_epoch(tc, len(dataset.splits['train'].labels))
   return Phase('train', model, partition.optimizer(tc, params, steps),
                augment_lib.AugmentConfig.from_config(config.augment),
-               dict(dataset.splits), tc, steps)
+               dict(dataset.splits), tc, steps, config.dtype)
 
 
 def _log_partition(phase: Phase, params) -> None:
@@ -384,7 +416,7 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
     check_classes(dataset.class_names)
   if 'train' not in dataset.splits:
     raise data_lib.DataError('the dataset has no train split')
-  model = models.build(config.model, dataset.num_classes)
+  model = models.build(config.model, dataset.num_classes, config.dtype)
   params = models.init_params(config.model, model, jax.random.PRNGKey(config.seed),
                               dataset.splits['train'].images.shape[1:])
   if config.init_from:

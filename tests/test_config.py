@@ -55,6 +55,13 @@ def test_bad_configs_name_the_key(bad, match):
     config_lib.validate(config)
 
 
+@pytest.mark.parametrize('dtype', ['float64', 'bf16'])
+def test_unknown_dtype_names_the_key(dtype):
+  with pytest.raises(config_lib.ConfigError, match=(
+      rf"^config\.dtype='{dtype}': must be one of \('float32', 'bfloat16', 'float16'\)$")):
+    config_lib.validate({'data': {'dir': '/some/dir'}, 'dtype': dtype})
+
+
 @pytest.mark.parametrize('change,match', [
     pytest.param({'train': {'trainable': ('block5_.*',)}},
                  "'block5_.*' matches no parameter", id='trainable'),
