@@ -81,9 +81,23 @@ def test_fit_refuses_before_decoding_an_image(make_image_folder, monkeypatch, tm
     fsv.fit(config)
 
 
-@pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py'])
+@pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py',
+                                  'configs/finetune_tpu.py'])
 def test_shipped_configs_validate(path):
   config_lib.validate(fsv.load_config(path))
+
+
+def test_tpu_config_changes_only_what_a_tpu_pod_needs():
+  tpu, gpu = (fsv.load_config(f'configs/{name}.py').to_dict()
+              for name in ('finetune_tpu', 'finetune'))
+  changed = {(group, key) for group in gpu if isinstance(gpu[group], dict)
+             for key in gpu[group] if tpu[group][key] != gpu[group][key]}
+  assert changed == {('data', 'source'), ('data', 'name'), ('data', 'dir')} | {
+      (phase, key) for phase in ('bottleneck', 'train')
+      for key in ('batch_size', 'eval_batch_size', 'learning_rate')}
+  assert tpu['dtype'] == 'bfloat16'
+  for phase in ('bottleneck', 'train'):
+    assert all(tpu[phase]['batch_size'] % devices == 0 for devices in (8, 16, 32, 64))
 
 
 def test_entry_point_rejects_unknown_override_by_name(tmp_path):
