@@ -19,6 +19,7 @@ from fsv import augment
 from fsv import features
 from fsv import models
 from fsv import partition
+from fsv import precision
 from fsv import train
 from bench import rows
 
@@ -35,6 +36,7 @@ def _config(file: str, settings: dict, **changes):
   config = fsv.load_config(os.path.join(CONFIGS, file))
   config.data.image_size = (settings['image_size'],) * 2
   config.train.batch_size = settings['batch_size']
+  config.dtype = settings['dtype']
   for group, values in changes.items():
     config[group].update(values)
   if config.model.name.startswith('vgg'):
@@ -57,14 +59,15 @@ def _batches(settings: dict) -> tuple[np.ndarray, np.ndarray, list[slice]]:
 def _train_steps(config, settings: dict) -> rows.Task:
   """fsv.fit's inner loop: its jitted step and optimizer over in-memory batches."""
   images, labels, batches = _batches(settings)
-  model = models.build(config.model, 2)
+  model = models.build(config.model, 2, config.dtype)
   params = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                  images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, len(batches))
   train_step = train.make_train_step(model, tx,
                                      augment.AugmentConfig.from_config(config.augment))
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params))
+                           opt_state=tx.init(params),
+                           loss_scale=precision.loss_scale(config.dtype))
   key = jax.random.PRNGKey(settings['seed'])
 
   def run() -> int:
@@ -98,7 +101,7 @@ def vgg16_forward(settings: dict) -> rows.Task:
   """`fsv.features.extract`'s step, batch by batch, features gathered on the host."""
   config = _config('bottleneck.py', settings)
   images, _, batches = _batches(settings)
-  model = models.build(config.model, 2)
+  model = models.build(config.model, 2, config.dtype)
   variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                     images.shape[1:])
 

@@ -56,6 +56,8 @@ _DATA_DIR = flags.DEFINE_string(
 _JIT = flags.DEFINE_enum('keras_jit_compile', 'auto', ['auto', 'true', 'false'],
                          "Keras's compile(jit_compile=...).")
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random images.')
+_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16', 'float16'],
+                           "fsv's config.dtype; the Keras peers compute in float32.")
 _LOG_DIR = flags.DEFINE_string('worker_logs', '', "Workers' stderr, a file per row and "
                                'side (default: a new temporary folder).')
 flags.mark_flags_as_required(['json'])
@@ -243,7 +245,8 @@ def main(argv):
   os.makedirs(log_dir, exist_ok=True)
   sides = ['fsv'] + [p for p in COLUMNS if p in _PEERS.value]
   common = dict(reps=_REPS.value, warmup=_WARMUP.value, batch_size=_BATCH.value,
-                image_size=_SIZE.value, keras_jit_compile=_JIT.value, machine=machine(),
+                image_size=_SIZE.value, keras_jit_compile=_JIT.value, dtype=_DTYPE.value,
+                machine=machine(),
                 date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 versions=versions())
   print(f'worker logs: {log_dir}\n{table_line([t[0] for t in TABLE])}', flush=True)
@@ -251,7 +254,8 @@ def main(argv):
   for row in selected:
     settings = dict(batch_size=_BATCH.value, image_size=_SIZE.value,
                     steps=_STEPS.value or row.steps, seed=_SEED.value,
-                    data_dir=os.path.abspath(_DATA_DIR.value), keras_jit_compile=_JIT.value)
+                    data_dir=os.path.abspath(_DATA_DIR.value), keras_jit_compile=_JIT.value,
+                    dtype=_DTYPE.value)
     try:
       measured = measure_row(row, sides, settings, _WARMUP.value, _REPS.value, log_dir)
     except WorkerError as e:

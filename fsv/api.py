@@ -26,7 +26,7 @@ def predict(result, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
   config = result.config
   aug = augment_lib.AugmentConfig.from_config(config.augment)
   apply = jax.jit(lambda variables, x: result.model.apply(
-      variables, augment_lib.preprocess(x, aug)))
+      variables, augment_lib.preprocess(x, aug)).astype(jnp.float32))
   outputs = []
   for start in range(0, len(images), batch_size):
     logits = apply(result.variables(), jnp.asarray(images[start:start + batch_size]))

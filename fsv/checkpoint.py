@@ -11,7 +11,6 @@ partial checkpoint behind that would be picked up. A write that fails
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable, Optional
 
 from absl import logging
@@ -30,11 +29,11 @@ class Checkpoints:
   """The latest and best checkpoints of one phase under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, phase: str = 'train'):
-    self._root = os.path.join(os.path.abspath(workdir), 'checkpoints', phase)
+    self._root = report.as_path(workdir) / 'checkpoints' / phase
 
     def manager(name):
       return ocp.CheckpointManager(
-          os.path.join(self._root, name), item_names=_ITEMS,
+          self._root / name, item_names=_ITEMS,
           options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
                                                cleanup_tmp_directories=True))
 
@@ -114,10 +113,11 @@ def best_variables(workdir: str) -> dict:
 
   A bottleneck-only run's parameters are its head, returned as {'head': ...}.
   """
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+  root = report.as_path(workdir) / 'checkpoints'
+  if not root.is_dir():
     raise FileNotFoundError(f'init_from={workdir!r}: no checkpoints/ in that workdir')
   for phase in reversed(PHASES):
-    if not os.path.isdir(os.path.join(workdir, 'checkpoints', phase, 'best')):
+    if not (root / phase / 'best').is_dir():
       continue
     checkpoints = Checkpoints(workdir, phase)
     restored = checkpoints.restore_best(None)

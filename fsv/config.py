@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from fsv import models
+from fsv import precision
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,10 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
   """All keys of a run with their defaults; `model` picks the model's keys."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Activations' dtype; parameters, optimizer state, logits and losses stay
+  # float32 (fsv/precision.py). 'bfloat16' for TPUs and recent GPUs and CPUs,
+  # 'float16' (with dynamic loss scaling) for GPUs.
+  config.dtype = 'float32'
 
   config.data = dict(
       source='folder',        # 'folder' (Keras flow_from_directory layout) or 'tfds'
@@ -152,6 +157,7 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
     raise ConfigError(f'config value of the wrong type: {e}') from None
 
   data, aug, train = full.data, full.augment, full.train
+  _one_of(full, 'dtype', precision.DTYPES)
   _one_of(full, 'data.source', SOURCES)
   _one_of(full, 'data.on_bad_image', BAD_IMAGE_POLICIES)
   _one_of(full, 'data.interpolation', INTERPOLATIONS)

@@ -2,7 +2,9 @@
 
 The cache key covers everything the features depend on: the base's
 parameters and BatchNorm statistics (their bytes), the images (their bytes,
-so size and content), and the model; a rerun with the same weights and data reads them back instead of
+so size and content), and the model (its fields, the computation dtype among
+them: bfloat16 features differ from float32 ones); a rerun with the same
+weights and data reads them back instead of
 running the base again.
 """
 from __future__ import annotations
@@ -35,10 +37,12 @@ def digest(*arrays_or_trees) -> str:
 
 @functools.partial(jax.jit, static_argnums=0)
 def features_of_batch(model: nn.Module, variables, images) -> jax.Array:
-  """The base's features of a uint8 batch, BatchNorm in inference mode;
-  compiled once per model and shape (modules compare by their fields), so
-  every split reuses one compilation."""
-  return model.apply(variables, images.astype(np.float32), features_only=True)
+  """The base's features of a uint8 batch, BatchNorm in inference mode, as
+  float32 whatever the model computes in (the head casts them back); compiled
+  once per model and shape (modules compare by their fields), so every split
+  reuses one compilation."""
+  return model.apply(variables, images.astype(np.float32),
+                     features_only=True).astype(np.float32)
 
 
 def extract(model: nn.Module, variables, images: np.ndarray, batch_size: int,

@@ -2,16 +2,22 @@
 
 A workdir that cannot take them (read-only, full, not a folder) is a
 `WorkdirError` naming the path, raised by every writer of the workdir.
+Workdirs may be local paths or URLs such as gs://bucket/run (Cloud TPU):
+every path goes through etils.epath, as orbax's do. In a multi-host run
+only process 0 writes these files; orbax coordinates the checkpoints itself.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
-import tempfile
 from typing import Any, Sequence
+import uuid
 
+from etils import epath
+import jax
 import matplotlib
 
 matplotlib.use('Agg')  # files only; notebooks plot through their own backend
@@ -31,23 +37,39 @@ def writing(path: str, errors: tuple[type[Exception], ...] = (OSError,)):
     raise WorkdirError(f'cannot write to {path}: {e}') from e
 
 
+def as_path(path: str) -> epath.Path:
+  """A workdir path: a URL as it is, a local path made absolute (as orbax
+  wants it; epath's own `absolute()` would turn gs://b into ./gs:/b)."""
+  return epath.Path(path if '://' in str(path) else os.path.abspath(path))
+
+
+def _writes_files() -> bool:
+  return jax.process_index() == 0
+
+
 def check_writable(workdir: str) -> None:
-  """Creates `workdir` and a file in it, so that a run fails before any work."""
+  """Creates `workdir` and a file in it, so that a run fails before any work.
+
+  On every host: each writes its part of the checkpoints.
+  """
+  path = as_path(workdir)
   with writing(workdir):
-    os.makedirs(workdir, exist_ok=True)
-    tempfile.TemporaryFile(dir=workdir).close()
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f'.fsv-writable-{uuid.uuid4().hex}'
+    probe.write_text('')
+    probe.unlink()
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes atomically, so a reader never sees half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
+  """Writes atomically, so a reader never sees half a file (process 0 only)."""
+  if not _writes_files():
+    return
+  target = as_path(path)
   with writing(path):
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=directory, delete=False,
-                                     suffix='.tmp') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-      f.write('\n')
-    os.replace(f.name, path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f'.{target.name}.{uuid.uuid4().hex}.tmp'
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
+    tmp.replace(target)
 
 
 def data_report(dataset) -> dict:
@@ -57,7 +79,10 @@ def data_report(dataset) -> dict:
 
 
 def plot_history(history: Sequence[dict], path: str) -> None:
-  """Accuracy and loss per epoch, train vs validation, as the book plots them."""
+  """Accuracy and loss per epoch, train vs validation, as the book plots them
+  (process 0 only)."""
+  if not _writes_files():
+    return
   epochs = [h['epoch'] for h in history]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for ax, metric in zip(axes, ('accuracy', 'loss')):
@@ -71,8 +96,10 @@ def plot_history(history: Sequence[dict], path: str) -> None:
     ax.grid(alpha=.3)
     ax.legend()
   fig.tight_layout()
+  png = io.BytesIO()
   try:
-    with writing(path):
-      fig.savefig(path, dpi=100)
+    fig.savefig(png, format='png', dpi=100)
   finally:
     plt.close(fig)
+  with writing(path):
+    as_path(path).write_bytes(png.getvalue())

@@ -47,6 +47,7 @@ from fsv import features as features_lib
 from fsv import models
 from fsv import parallel
 from fsv import partition
+from fsv import precision
 from fsv import report
 
 PHASES = checkpoint_lib.PHASES
@@ -63,6 +64,7 @@ class TrainState(struct.PyTreeNode):
   # BatchNorm running statistics: not parameters (no gradient, no optimizer
   # state), but part of what a checkpoint must restore. {} without BatchNorm.
   batch_stats: Any = struct.field(default_factory=dict)
+  loss_scale: Optional[precision.DynamicLossScale] = None  # float16 runs only
 
   def variables(self) -> dict:
     return {'params': self.params, 'batch_stats': self.batch_stats}
@@ -70,6 +72,7 @@ class TrainState(struct.PyTreeNode):
 
 def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
   """Per-example loss and 0/1 correctness for sigmoid (1 logit) or softmax heads."""
+  logits = logits.astype(jnp.float32)  # bfloat16 logits would round the loss
   if logits.shape[-1] == 1:
     logits = logits[:, 0]
     loss = optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
@@ -101,11 +104,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   BatchNorm statistics are updated only in the layers the model names in
   `batch_norm_training` (micro-batch after micro-batch when accumulating);
   otherwise they leave the step as they came in.
+
+  A state with a `loss_scale` (float16) differentiates the scaled loss and
+  skips the update of a step whose gradients overflowed (fsv/precision.py);
+  metrics then include `skipped`. The loss reported is never scaled.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   updates_batch_norm = bool(getattr(model, 'batch_norm_training', ()))
 
-  def loss_fn(params, batch_stats, inputs, labels, dropout_key):
+  def loss_fn(params, batch_stats, inputs, labels, dropout_key, scale):
     variables = {'params': params, 'batch_stats': batch_stats}
     rngs = {'dropout': dropout_key}
     if updates_batch_norm:
@@ -115,11 +122,15 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     else:
       logits = model.apply(variables, inputs, train=True, rngs=rngs)
     loss, correct = loss_and_correct(logits, labels)
-    return loss.mean(), (correct.mean(), batch_stats)
+    return loss.mean() * scale, (loss.mean(), correct.mean(), batch_stats)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  def grad_fn(params, batch_stats, inputs, labels, dropout_key, scale):
+    """((loss, accuracy, batch_stats), gradients of the scaled loss)."""
+    (_, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, inputs, labels, dropout_key, scale)
+    return outputs, grads
 
-  def accumulated_grad_fn(params, batch_stats, inputs, labels, dropout_key):
+  def accumulated_grad_fn(params, batch_stats, inputs, labels, dropout_key, scale):
     def micro_batches(x):
       # Micro-batch m is rows m, m + k, m + 2k, ...: every device keeps the
       # rows it holds, and the split is the same on any number of devices.
@@ -131,8 +142,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     def add_micro_batch(carry, micro_batch):
       grads, batch_stats = carry
       inputs, labels, index = micro_batch
-      (loss, (accuracy, batch_stats)), micro_grads = grad_fn(
-          params, batch_stats, inputs, labels, jax.random.fold_in(dropout_key, index))
+      (loss, accuracy, batch_stats), micro_grads = grad_fn(
+          params, batch_stats, inputs, labels, jax.random.fold_in(dropout_key, index), scale)
       return (jax.tree_util.tree_map(jnp.add, grads, micro_grads), batch_stats), (loss, accuracy)
 
     (grads, batch_stats), (losses, accuracies) = jax.lax.scan(
@@ -140,20 +151,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         (micro_batches(inputs), micro_batches(labels), jnp.arange(accumulation_steps)))
     # Micro-batches of equal size: the mean of their means is the batch's mean.
     grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads)
-    return (losses.mean(), (accuracies.mean(), batch_stats)), grads
+    return (losses.mean(), accuracies.mean(), batch_stats), grads
 
   def train_step(state: TrainState, images, labels, key):
     aug_key, dropout_key = jax.random.split(key)
     inputs = augment_lib.random_transform(images, aug_key, aug)
-    (loss, (accuracy, batch_stats)), grads = (
+    loss_scale = state.loss_scale
+    (loss, accuracy, batch_stats), grads = (
         grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
-            state.params, state.batch_stats, inputs, labels, dropout_key)
+            state.params, state.batch_stats, inputs, labels, dropout_key,
+            1.0 if loss_scale is None else loss_scale.scale)
+    if loss_scale is not None:
+      grads = loss_scale.unscale(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1,
-                          params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state, batch_stats=batch_stats)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'loss': loss, 'accuracy': accuracy}
+    if loss_scale is not None:
+      # The updates, not the gradients, are checked: reading the frozen
+      # parameters' gradients would make XLA compute them. A non-finite
+      # gradient of a trained parameter makes its update non-finite.
+      finite = precision.all_finite(updates)
+      params, opt_state, batch_stats = precision.select(
+          finite, (params, opt_state, batch_stats),
+          (state.params, state.opt_state, state.batch_stats))
+      loss_scale = loss_scale.adjust(finite)
+      metrics['skipped'] = ~finite
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                          batch_stats=batch_stats, loss_scale=loss_scale)
     state = jax.lax.with_sharding_constraint(state, parallel.state_shardings(mesh, state))
-    return state, {'loss': loss, 'accuracy': accuracy}
+    return state, metrics
 
   return jax.jit(train_step, donate_argnums=0)
 
@@ -205,6 +231,7 @@ class Phase:
   config: Any                       # the phase's optimization group
   steps_per_epoch: int
   layer_groups: dict = dataclasses.field(default_factory=dict)  # '@name' in trainable
+  dtype: str = 'float32'            # the run's config.dtype
 
 
 def train_phase(phase: Phase, variables: dict, seed: int, history: list,
@@ -221,7 +248,8 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
   # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
   state = parallel.put_state(mesh, TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
-      batch_stats=variables.get('batch_stats', {})))
+      batch_stats=variables.get('batch_stats', {}),
+      loss_scale=precision.loss_scale(phase.dtype)))
   done = [h for h in history if h['phase'] == phase.name]
   best_accuracy = max((_selection_metric(h) for h in done), default=-1.0)
   if checkpoints and done:
@@ -241,7 +269,7 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
     order = epoch_indices(seed, epoch, num_train, phase.steps_per_epoch * tc.batch_size,
                           phase_index)
     epoch_key = jax.random.fold_in(root_key, epoch)
-    sums = {'loss': 0.0, 'accuracy': 0.0}
+    sums = {'loss': 0.0, 'accuracy': 0.0, 'skipped': 0}
     bar = tqdm.tqdm(range(phase.steps_per_epoch), unit='step', leave=False,
                     desc=f'{phase.name} epoch {epoch}/{tc.epochs}', dynamic_ncols=True)
     for step in bar:
@@ -251,11 +279,15 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                                   jax.random.fold_in(epoch_key, step))
       loss = float(metrics['loss'])
       # Raised before the epoch's checkpoint: resuming starts from finite weights.
+      # A float16 step skipped for overflowing gradients has a finite loss.
       if not math.isfinite(loss) and tc.on_nonfinite_loss == 'stop':
         raise NonFiniteLossError(
             f'{phase.name} epoch {epoch} step {step + 1}: the training loss is {loss}; '
-            f'stopped before checkpointing this epoch (try a lower learning rate, or '
-            f"set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+            f'stopped before checkpointing this epoch (try a lower learning rate'
+            + (", dtype='bfloat16' (float16 overflows above 65504)"
+               if phase.dtype == 'float16' else '')
+            + f", or set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+      sums['skipped'] += int(metrics.get('skipped', 0))
       sums['loss'] += loss
       sums['accuracy'] += float(metrics['accuracy'])
       bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
@@ -264,6 +296,8 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
     entry = {'phase': phase.name, 'epoch': epoch,
              'train_loss': sums['loss'] / phase.steps_per_epoch,
              'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
+    if state.loss_scale is not None:
+      entry.update(skipped_steps=sums['skipped'], loss_scale=float(state.loss_scale.scale))
     if validation is not None:
       val = evaluate(eval_step, state.variables(), validation, eval_batch_size, mesh)
       entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
@@ -354,7 +388,7 @@ def _bottleneck_phase(config, model, variables, dataset, mesh) -> Phase:
   tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)),
                            variables['params']['head'], steps)
   return Phase('bottleneck', models.head_of(config.model, model), tx,
-               augment_lib.AugmentConfig(), splits, tc, steps)
+               augment_lib.AugmentConfig(), splits, tc, steps, dtype=config.dtype)
 
 
 def _train_phase(config, model, variables, dataset) -> Phase:
@@ -374,7 +408,7 @@ def _train_phase(config, model, variables, dataset) -> Phase:
         labels, variables.get('batch_stats', {})))
   return Phase('train', model, partition.optimizer(tc, params, steps, groups),
                augment_lib.AugmentConfig.from_config(config.augment),
-               dict(dataset.splits), tc, steps, groups)
+               dict(dataset.splits), tc, steps, groups, config.dtype)
 
 
 def _log_partition(phase: Phase, params) -> None:
@@ -430,7 +464,7 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
     check_classes(dataset.class_names)
   if 'train' not in dataset.splits:
     raise data_lib.DataError('the dataset has no train split')
-  model = models.build(config.model, dataset.num_classes)
+  model = models.build(config.model, dataset.num_classes, config.dtype)
   variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                     dataset.splits['train'].images.shape[1:])
   if config.init_from:

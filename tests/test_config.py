@@ -55,6 +55,13 @@ def test_bad_configs_name_the_key(bad, match):
     config_lib.validate(config)
 
 
+@pytest.mark.parametrize('dtype', ['float64', 'bf16'])
+def test_unknown_dtype_names_the_key(dtype):
+  with pytest.raises(config_lib.ConfigError, match=(
+      rf"^config\.dtype='{dtype}': must be one of \('float32', 'bfloat16', 'float16'\)$")):
+    config_lib.validate({'data': {'dir': '/some/dir'}, 'dtype': dtype})
+
+
 @pytest.mark.parametrize('change,match', [
     pytest.param({'train': {'trainable': ('block5_.*',)}},
                  "'block5_.*' matches no parameter", id='trainable'),
@@ -74,9 +81,23 @@ def test_fit_refuses_before_decoding_an_image(make_image_folder, monkeypatch, tm
     fsv.fit(config)
 
 
-@pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py'])
+@pytest.mark.parametrize('path', ['configs/scratch.py', 'configs/scratch_aug.py',
+                                  'configs/finetune_tpu.py'])
 def test_shipped_configs_validate(path):
   config_lib.validate(fsv.load_config(path))
+
+
+def test_tpu_config_changes_only_what_a_tpu_pod_needs():
+  tpu, gpu = (fsv.load_config(f'configs/{name}.py').to_dict()
+              for name in ('finetune_tpu', 'finetune'))
+  changed = {(group, key) for group in gpu if isinstance(gpu[group], dict)
+             for key in gpu[group] if tpu[group][key] != gpu[group][key]}
+  assert changed == {('data', 'source'), ('data', 'name'), ('data', 'dir')} | {
+      (phase, key) for phase in ('bottleneck', 'train')
+      for key in ('batch_size', 'eval_batch_size', 'learning_rate')}
+  assert tpu['dtype'] == 'bfloat16'
+  for phase in ('bottleneck', 'train'):
+    assert all(tpu[phase]['batch_size'] % devices == 0 for devices in (8, 16, 32, 64))
 
 
 def test_entry_point_rejects_unknown_override_by_name(tmp_path):

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
+from etils.epath import gpath
 import jax
-import matplotlib.figure
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -269,7 +269,7 @@ def test_checkpoint_folder_that_cannot_be_made_is_a_workdir_error(tmp_path):
 
 
 @pytest.mark.parametrize('writer', [
-    pytest.param((matplotlib.figure.Figure, 'savefig'), id='curves'),
+    pytest.param((gpath.PosixGPath, 'write_bytes'), id='curves'),
     pytest.param((ocp.CheckpointManager, 'save'), id='checkpoint'),
 ])
 def test_full_disk_is_an_error_naming_the_workdir(tmp_path, monkeypatch, writer):

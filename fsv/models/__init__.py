@@ -117,9 +117,10 @@ def num_outputs(num_classes: int) -> int:
   return 1 if num_classes == 2 else num_classes
 
 
-def build(config, num_classes: int) -> nn.Module:
-  """The model for `config.model` with a head for `num_classes`."""
-  return _module(config.name).build(config, num_outputs(num_classes))
+def build(config, num_classes: int, dtype: str = 'float32') -> nn.Module:
+  """The model for `config.model` with a head for `num_classes`, computing
+  its activations in `dtype` (the run's `config.dtype`, fsv/precision.py)."""
+  return _module(config.name).build(config, num_outputs(num_classes), jnp.dtype(dtype))
 
 
 def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dict:

@@ -25,7 +25,7 @@ unless named in `batch_norm_training`: fsv/train.py fills it, for
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -115,11 +115,12 @@ class Head(nn.Module):
   """Dropout and logits on globally averaged features (as the ImageNet top)."""
   num_outputs: int = 1
   dropout: float = 0.2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
 
 
 class EfficientNetLite(nn.Module):
@@ -131,14 +132,16 @@ class EfficientNetLite(nn.Module):
   drop_connect_rate: float = 0.0
   include_top: bool = False
   batch_norm_training: tuple[str, ...] = ()
+  dtype: Any = jnp.float32  # of the activations; parameters and BatchNorm statistics are float32
 
   def _bn(self, x, name: str, train: bool):
     return nn.BatchNorm(use_running_average=not (train and name in self.batch_norm_training),
-                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype,
+                        name=name)(x)
 
   def _conv(self, x, channels: int, kernel: int, name: str, stride: int = 1):
     return nn.Conv(channels, (kernel, kernel), (stride, stride), padding='SAME',
-                   use_bias=False, name=name)(x)
+                   use_bias=False, dtype=self.dtype, name=name)(x)
 
   def _block(self, x, stage: Stage, stride: int, name: str, drop_rate: float, train: bool):
     """MBConv: 1x1 expand, depthwise, 1x1 project (linear), residual if shapes allow."""
@@ -147,7 +150,7 @@ class EfficientNetLite(nn.Module):
     if stage.expand != 1:
       x = self._conv(x, expanded, 1, f'{name}_expand_conv')
       x = nn.relu6(self._bn(x, f'{name}_expand_bn', train))
-    x = DepthwiseConv(stage.kernel, stride, name=f'{name}_dwconv')(x)
+    x = DepthwiseConv(stage.kernel, stride, dtype=self.dtype, name=f'{name}_dwconv')(x)
     x = nn.relu6(self._bn(x, f'{name}_dwconv_bn', train))
     x = self._conv(x, stage.channels, 1, f'{name}_project_conv')
     x = self._bn(x, f'{name}_project_bn', train)
@@ -176,12 +179,12 @@ class EfficientNetLite(nn.Module):
       return x
     if self.include_top:
       x = nn.Dropout(VARIANTS[self.variant].dropout, deterministic=not train)(x)
-      return nn.Dense(IMAGENET_CLASSES, name='predictions')(x)
-    return Head(self.num_outputs, self.head_dropout, name='head')(x, train=train)
+      return nn.Dense(IMAGENET_CLASSES, dtype=self.dtype, name='predictions')(x)
+    return Head(self.num_outputs, self.head_dropout, self.dtype, name='head')(x, train=train)
 
 
 def head_of(model: EfficientNetLite) -> Head:
-  return Head(model.num_outputs, model.head_dropout, parent=None)
+  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
 
 
 def default_config(name: str = 'efficientnet_lite0') -> ml_collections.ConfigDict:
@@ -225,11 +228,12 @@ def validate_config(full_config, error) -> None:
       raise error(f'config.model.{key}={config[key]}: must be in [0, 1)')
 
 
-def build(config, num_outputs: int, include_top: bool = False) -> EfficientNetLite:
+def build(config, num_outputs: int, dtype: Any = jnp.float32,
+          include_top: bool = False) -> EfficientNetLite:
   return EfficientNetLite(variant=config.name, num_outputs=num_outputs,
                           head_dropout=config.head_dropout,
                           drop_connect_rate=config.drop_connect_rate,
-                          include_top=include_top)
+                          include_top=include_top, dtype=dtype)
 
 
 def pretrained_variables(config, variables: dict) -> dict:

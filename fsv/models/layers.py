@@ -1,6 +1,8 @@
 """Layers shared by several models."""
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -28,11 +30,13 @@ class DepthwiseConv(nn.Module):
   """
   kernel_size: int
   stride: int = 1
+  dtype: Any = jnp.float32  # of the computation; the kernel is stored in float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     k, s = self.kernel_size, self.stride
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]))
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     _, h, w, _ = x.shape
     out_h, out_w = -(-h // s), -(-w // s)
     pad_h, pad_w = max((out_h - 1) * s + k - h, 0), max((out_w - 1) * s + k - w, 0)

@@ -11,7 +11,7 @@ from-scratch numbers are comparable with the recipe.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ class SmallConvNet(nn.Module):
   dense_units: int = BOOK['dense_units']
   flatten_dropout: float = BOOK['flatten_dropout']
   dense_dropout: float = BOOK['dense_dropout']
+  dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -45,13 +46,15 @@ class SmallConvNet(nn.Module):
       # runs 'same' convolutions and their gradients 1.5-3x faster, which
       # more than pays for the border's extra 5% of work (BENCHMARKS.md).
       x = nn.Conv(features, (3, 3), padding='SAME', kernel_init=_kernel_init,
-                  name=f'conv{i + 1}')(x)[:, 1:-1, 1:-1]
+                  dtype=self.dtype, name=f'conv{i + 1}')(x)[:, 1:-1, 1:-1]
       x = max_pool_2x2(nn.relu(x))
     x = x.reshape((x.shape[0], -1))
     x = nn.Dropout(self.flatten_dropout, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(self.dense_units, kernel_init=_kernel_init, name='dense')(x))
+    x = nn.relu(nn.Dense(self.dense_units, kernel_init=_kernel_init, dtype=self.dtype,
+                         name='dense')(x))
     x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_outputs, kernel_init=_kernel_init, name='logits')(x)
+    return nn.Dense(self.num_outputs, kernel_init=_kernel_init, dtype=self.dtype,
+                    name='logits')(x)
 
 
 def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
@@ -89,8 +92,8 @@ def validate_config(full_config, error) -> None:
       raise error(f'config.model.{key}={config[key]}: must be in [0, 1)')
 
 
-def build(config, num_outputs: int) -> SmallConvNet:
-  return SmallConvNet(num_outputs=num_outputs,
+def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
+  return SmallConvNet(num_outputs=num_outputs, dtype=dtype,
                       conv_features=tuple(config.conv_features),
                       dense_units=config.dense_units,
                       flatten_dropout=config.flatten_dropout,

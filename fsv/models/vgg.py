@@ -15,7 +15,7 @@ what fine-tuning trains.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -34,8 +34,13 @@ IMAGENET_INPUT_SIZE = (224, 224)  # the top's fc1 is sized for it
 
 
 def caffe_preprocess(rgb: jnp.ndarray) -> jnp.ndarray:
-  """keras.applications.vgg16.preprocess_input for 0-255 RGB pixels."""
-  return rgb[..., ::-1] - jnp.asarray(CAFFE_BGR_MEAN, rgb.dtype)
+  """keras.applications.vgg16.preprocess_input for 0-255 RGB pixels.
+
+  In float32 whatever the model computes in: bfloat16 holds 0-255 in steps
+  of up to 1, so it would round the means and the interpolated pixels
+  before the difference is taken. The first conv casts the result.
+  """
+  return rgb[..., ::-1].astype(jnp.float32) - jnp.asarray(CAFFE_BGR_MEAN, jnp.float32)
 
 
 def conv_layer_names(depth: int) -> list[str]:
@@ -43,12 +48,12 @@ def conv_layer_names(depth: int) -> list[str]:
           for i in range(n)]
 
 
-def conv_base(x: jnp.ndarray, depth: int) -> jnp.ndarray:
-  """The 13 (16) or 16 (19) conv layers; call inside a compact module so the
-  layers are named at that module's top level."""
+def conv_base(x: jnp.ndarray, depth: int, dtype: Any) -> jnp.ndarray:
+  """The 13 (16) or 16 (19) conv layers, computing in `dtype`; call inside a
+  compact module so the layers are named at that module's top level."""
   for block, (count, width) in enumerate(zip(BLOCKS[depth], WIDTHS)):
     for i in range(count):
-      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME',
+      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', dtype=dtype,
                           name=f'block{block + 1}_conv{i + 1}')(x))
     x = max_pool_2x2(x)
   return x
@@ -68,16 +73,17 @@ class VGG(nn.Module):
   include_top: bool = True
   pooling: Optional[str] = None  # without the top: None (4D features), 'avg', 'max'
   num_classes: int = 1000
+  dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, rgb: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = conv_base(caffe_preprocess(rgb), self.depth)
+    x = conv_base(caffe_preprocess(rgb), self.depth, self.dtype)
     if not self.include_top:
       return x if not self.pooling else _pool(x, self.pooling)
     x = _pool(x, None)
-    x = nn.relu(nn.Dense(4096, name='fc1')(x))
-    x = nn.relu(nn.Dense(4096, name='fc2')(x))
-    return nn.Dense(self.num_classes, name='predictions')(x)
+    x = nn.relu(nn.Dense(4096, dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(nn.Dense(4096, dtype=self.dtype, name='fc2')(x))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name='predictions')(x)
 
 
 class Head(nn.Module):
@@ -86,13 +92,14 @@ class Head(nn.Module):
   units: int = 256
   dropout: float = 0.5
   pooling: str = ''
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     x = _pool(features, self.pooling)
-    x = nn.relu(nn.Dense(self.units, name='dense')(x))
+    x = nn.relu(nn.Dense(self.units, dtype=self.dtype, name='dense')(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_outputs, name='logits')(x)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
 
 
 class VGGClassifier(nn.Module):
@@ -106,11 +113,12 @@ class VGGClassifier(nn.Module):
   head_units: int = 256
   head_dropout: float = 0.5
   pooling: str = ''
+  dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, rgb: jnp.ndarray, train: bool = False,
                features_only: bool = False) -> jnp.ndarray:
-    x = conv_base(caffe_preprocess(rgb), self.depth)
+    x = conv_base(caffe_preprocess(rgb), self.depth, self.dtype)
     if features_only:
       return x
     return Head(**_head_fields(self), name='head')(x, train=train)
@@ -118,7 +126,8 @@ class VGGClassifier(nn.Module):
 
 def _head_fields(classifier: VGGClassifier) -> dict:
   return dict(num_outputs=classifier.num_outputs, units=classifier.head_units,
-              dropout=classifier.head_dropout, pooling=classifier.pooling)
+              dropout=classifier.head_dropout, pooling=classifier.pooling,
+              dtype=classifier.dtype)
 
 
 def head_of(classifier: VGGClassifier) -> Head:
@@ -189,7 +198,7 @@ def imagenet_model(name: str, cache_dir: str = '') -> tuple[VGG, dict]:
   return VGG(depth=depth), {'params': pretrained.load_vgg(depth, 'imagenet', True, cache_dir)}
 
 
-def build(config, num_outputs: int) -> VGGClassifier:
-  return VGGClassifier(depth=_depth(config), num_outputs=num_outputs,
+def build(config, num_outputs: int, dtype: Any) -> VGGClassifier:
+  return VGGClassifier(depth=_depth(config), num_outputs=num_outputs, dtype=dtype,
                        head_units=config.head_units, head_dropout=config.head_dropout,
                        pooling=config.pooling)

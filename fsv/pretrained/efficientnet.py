@@ -94,7 +94,8 @@ def expected_shapes(name: str, include_top: bool) -> dict[str, tuple[int, ...]]:
   """'collection/layer/kind' -> shape of the ImageNet network's variables (any
   input size); without the top, those of the base alone."""
   config = efficientnet_lite.default_config(name)
-  module = efficientnet_lite.build(config, efficientnet_lite.IMAGENET_CLASSES, True)
+  module = efficientnet_lite.build(config, efficientnet_lite.IMAGENET_CLASSES,
+                                   include_top=True)
   image = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(module.init, jax.random.key(0), image)
   flat = traverse_util.flatten_dict(variables, sep='/')
