@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import importlib.util
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fsv import augment as augment_lib
+from fsv import train
 
 
 def load_config(path: str):
@@ -23,17 +22,6 @@ def load_config(path: str):
 def predict(result, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
   """Class probabilities (n, num_classes) for uint8 images already sized like
   the training data, preprocessed exactly as evaluation batches are."""
-  config = result.config
-  aug = augment_lib.AugmentConfig.from_config(config.augment)
-  apply = jax.jit(lambda variables, x: result.model.apply(
-      variables, augment_lib.preprocess(x, aug)).astype(jnp.float32))
-  outputs = []
-  for start in range(0, len(images), batch_size):
-    logits = apply(result.variables(), jnp.asarray(images[start:start + batch_size]))
-    if logits.shape[-1] == 1:
-      p = jax.nn.sigmoid(logits[:, 0])
-      logits = jnp.stack([1 - p, p], -1)
-    else:
-      logits = jax.nn.softmax(logits, -1)
-    outputs.append(np.asarray(logits))
-  return np.concatenate(outputs)
+  return train.probabilities(result.model, result.variables(),
+                             augment_lib.AugmentConfig.from_config(result.config.augment),
+                             images, batch_size)

@@ -13,12 +13,13 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 import uuid
 
 from etils import epath
 import jax
 import matplotlib
+import numpy as np
 
 matplotlib.use('Agg')  # files only; notebooks plot through their own backend
 import matplotlib.pyplot as plt  # noqa: E402
@@ -47,6 +48,27 @@ def _writes_files() -> bool:
   return jax.process_index() == 0
 
 
+def _write_atomically(path: str, write: Callable[[epath.Path], None]) -> None:
+  """`write` fills a temporary file that then replaces `path`, so a reader
+  never sees half a file; process 0 only (every host computes the same)."""
+  if not _writes_files():
+    return
+  target = as_path(path)
+  with writing(path):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f'.{target.name}.{uuid.uuid4().hex}.tmp'
+    write(tmp)
+    tmp.replace(target)
+
+
+def write_npz(path: str, arrays: dict) -> None:
+  """Numpy arrays, never pickled objects."""
+  def write(tmp: epath.Path) -> None:
+    with tmp.open('wb') as f:
+      np.savez(f, **arrays)
+  _write_atomically(path, write)
+
+
 def check_writable(workdir: str) -> None:
   """Creates `workdir` and a file in it, so that a run fails before any work.
 
@@ -61,15 +83,8 @@ def check_writable(workdir: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes atomically, so a reader never sees half a file (process 0 only)."""
-  if not _writes_files():
-    return
-  target = as_path(path)
-  with writing(path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f'.{target.name}.{uuid.uuid4().hex}.tmp'
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + '\n')
-    tmp.replace(target)
+  _write_atomically(path, lambda tmp: tmp.write_text(
+      json.dumps(obj, indent=2, sort_keys=True) + '\n'))
 
 
 def data_report(dataset) -> dict:

@@ -419,6 +419,43 @@ def _log_partition(phase: Phase, params) -> None:
       f'{count:,} {label}' for label, count in sorted(counts.items())))
 
 
+def probabilities(model: nn.Module, variables, aug: augment_lib.AugmentConfig,
+                  inputs: np.ndarray, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+  """Class probabilities (n, num_classes) of `inputs` preprocessed as
+  evaluation batches are; `flip`: of their mirror images (test-time
+  augmentation). Two classes share one sigmoid unit: p(class 1) = sigmoid."""
+  apply = jax.jit(lambda variables, x: model.apply(
+      variables, augment_lib.preprocess(x[:, :, ::-1] if flip else x, aug)))
+  outputs = []
+  for start in range(0, len(inputs), batch_size):
+    logits = apply(variables, jnp.asarray(inputs[start:start + batch_size])).astype(jnp.float32)
+    if logits.shape[-1] == 1:
+      p = jax.nn.sigmoid(logits[:, 0])
+      outputs.append(np.asarray(jnp.stack([1 - p, p], -1)))
+    else:
+      outputs.append(np.asarray(jax.nn.softmax(logits, -1)))
+  return np.concatenate(outputs)
+
+
+def _predictions(phase: Phase, variables, batch_size: int) -> dict:
+  """What `fsv.ensemble` combines: validation and test probabilities of the
+  evaluated model, with labels and files, and of the mirrored images too
+  when the phase sees images (not cached features)."""
+  arrays = {}
+  for name in ('validation', 'test'):
+    if name not in phase.splits:
+      continue
+    split = phase.splits[name]
+    arrays[f'{name}/labels'] = split.labels
+    arrays[f'{name}/files'] = np.asarray(split.files, dtype=str)
+    arrays[f'{name}/probabilities'] = probabilities(
+        phase.model, variables, phase.aug, split.images, batch_size)
+    if split.images.ndim == 4:
+      arrays[f'{name}/flipped_probabilities'] = probabilities(
+          phase.model, variables, phase.aug, split.images, batch_size, flip=True)
+  return arrays
+
+
 def _results(phase: Phase, variables, history: list, evaluated: str, dataset,
              mesh) -> dict:
   entries = [h for h in history if h['phase'] == phase.name]
@@ -502,9 +539,13 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
 
   results = {}
   if phase is not None:
-    results = _results(phase, variables if phase.name == 'train'
-                       else {'params': variables['params']['head']},
-                       history, evaluated, dataset, mesh)
+    evaluated_variables = (variables if phase.name == 'train'
+                           else {'params': variables['params']['head']})
+    results = _results(phase, evaluated_variables, history, evaluated, dataset, mesh)
+    if workdir:
+      report.write_npz(os.path.join(workdir, 'predictions.npz'), _predictions(
+          phase, evaluated_variables,
+          phase.config.eval_batch_size or phase.config.batch_size))
   results['wall_seconds'] = time.time() - started
   if workdir:
     report.write_json(os.path.join(workdir, 'results.json'), results)
