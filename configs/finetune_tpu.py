@@ -14,9 +14,12 @@ What differs from configs/finetune.py, and only that:
 * Global batches of 64, which split over 1, 2, 4, ..., 64 TPU cores; the
   book's 16 (head) and 20 (fine-tuning) do not split over 32 or 64. A batch
   3.2-4x larger takes as many fewer steps per epoch, so the learning rates
-  are scaled with the batch (the linear rule; not yet measured here): head
-  RMSprop 1e-4 * 64/16, fine-tuning SGD 1e-4 * 64/20. For the book's rates
-  add --config.bottleneck.learning_rate=1e-4 --config.train.learning_rate=1e-4.
+  are scaled with the batch (the linear rule): head RMSprop 1e-4 * 64/16,
+  fine-tuning SGD 1e-4 * 64/20. Measured on the 2-core CPU with the local
+  folder data (--config.data.source=folder ...), not on a TPU: 97.0% test
+  (val 98.3%, best epoch 4 of 8), as configs/finetune.py's 96.9% (val 97.8%)
+  and 97.4% in bfloat16 at batches 16/20. For the book's rates add
+  --config.bottleneck.learning_rate=1e-4 --config.train.learning_rate=1e-4.
 """
 import os
 
