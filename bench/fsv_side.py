@@ -1,4 +1,4 @@
-"""fsv's side: the config files, `train.make_train_step`, `partition.optimizer`
+"""fsv's side: the config files, `steps.make_train_step`, `partition.optimizer`
 and `fsv.fit` that a user runs, so that every change to fsv shows up here.
 
 Models and optimizers come from configs/*.py; the augmentation and the
@@ -16,11 +16,11 @@ import numpy as np
 
 import fsv
 from fsv import augment
-from fsv import features
+from fsv import inference
 from fsv import models
 from fsv import partition
 from fsv import precision
-from fsv import train
+from fsv import steps
 from bench import rows
 
 CONFIGS = os.path.join(rows.ROOT, 'configs')
@@ -63,9 +63,9 @@ def _train_steps(config, settings: dict) -> rows.Task:
   params = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                  images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, len(batches))
-  train_step = train.make_train_step(model, tx,
+  train_step = steps.make_train_step(model, tx,
                                      augment.AugmentConfig.from_config(config.augment))
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params),
                            loss_scale=precision.loss_scale(config.dtype))
   key = jax.random.PRNGKey(settings['seed'])
@@ -98,17 +98,16 @@ def vgg16_finetune_step(settings: dict) -> rows.Task:
 
 
 def vgg16_forward(settings: dict) -> rows.Task:
-  """`fsv.features.extract`'s step, batch by batch, features gathered on the host."""
+  """The bottleneck features of `fsv.inference.features`, batch by batch,
+  gathered on the host."""
   config = _config('bottleneck.py', settings)
-  images, _, batches = _batches(settings)
+  images, _, _ = _batches(settings)
   model = models.build(config.model, 2, config.dtype)
   variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                     images.shape[1:])
 
   def run() -> int:
-    for batch in batches:
-      np.asarray(features.features_of_batch(model, variables, images[batch]))
-    return len(images)
+    return len(inference.features(model, variables, images, settings['batch_size']))
 
   return rows.Task(run, _info())
 

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 
 from fsv import ensemble
-from fsv import report
+from fsv import files
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Workdirs of finished runs on the same data.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the choice as JSON.')
@@ -34,7 +34,7 @@ def main(argv):
   print(f"chosen of {chosen['candidates']}: validation {chosen['val_accuracy']:.4f}, "
         f"test {chosen['test_accuracy']:.4f}")
   if _OUTPUT.value:
-    report.write_json(_OUTPUT.value, chosen)
+    files.write_json(_OUTPUT.value, chosen)
 
 
 if __name__ == '__main__':

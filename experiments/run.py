@@ -7,9 +7,7 @@ Rerunning with the same --workdir resumes from the last complete epoch.
 Runs on all devices; with several hosts (a TPU pod slice), start it on every
 host with --distributed.
 """
-import logging as py_logging  # absl's WARNING is a verbosity, not a record level
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -19,7 +17,7 @@ from ml_collections import config_flags
 import jax
 
 import fsv
-from fsv.pretrained import WeightsError
+from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.',
                                           lock_config=True)
@@ -32,27 +30,17 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config'])
 
 
-def _quiet_checkpointer_info(record) -> bool:
-  """Orbax logs a dozen INFO lines per save; keep its warnings and errors."""
-  return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_quiet_checkpointer_info)
   if _DISTRIBUTED.value:
     jax.distributed.initialize()  # before any computation, as JAX requires
   workdir = _WORKDIR.value or os.path.join(
       'workdirs', os.path.splitext(os.path.basename(config_flags.get_config_filename(
           flags.FLAGS['config'])))[0])
   logging.info('workdir: %s', workdir)
-  try:
-    fsv.fit(_CONFIG.value, workdir=workdir)
-  except (fsv.ConfigError, fsv.DataError, WeightsError, fsv.WorkdirError,
-          fsv.NonFiniteLossError) as e:
-    sys.exit(f'error: {e}')  # the message names the problem; a traceback would not help
+  fsv.fit(_CONFIG.value, workdir=workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

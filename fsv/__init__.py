@@ -3,38 +3,46 @@
 The notebook API, without absl flags:
 
   import fsv
-  config = fsv.base_config()                      # every key, with defaults
+  config = fsv.load_config('configs/scratch_aug.py')  # or fsv.base_config()
   config.data.dir = '../shared/data/cats_vs_dogs_small'
   config.train.epochs = 5
   data = fsv.load_dataset(config.data)           # decoded once, cached on disk
-  result = fsv.fit(config, dataset=data, workdir='workdirs/nb')  # workdir optional
-  result.history[-1], result.results['test_accuracy']
-  model = fsv.build_model(config.model, data.num_classes)
-  probabilities = fsv.predict(result, images)     # uint8 (n, H, W, 3)
+  run = fsv.fit(config, dataset=data, workdir='workdirs/nb')  # workdir optional
+  run.history[-1], run.results['test_accuracy']
+
+  run = fsv.load_run('workdirs/nb')              # later, in another process
+  run.predict(['cat.jpg', 'photos/'], tta=True)  # (n, num_classes) probabilities
+  run.evaluate('../shared/data/cats_vs_dogs_small').metrics
+  run.explain(['cat.jpg']).write('gradcam/')     # Grad-CAM heatmaps
   fsv.imagenet_top5('efficientnet_lite0', 'cat.jpg')  # [(class name, probability)] * 5
 
-Configs from files: `fsv.load_config('configs/scratch_aug.py')`.
+Every error fsv raises on purpose derives from `fsv.Error` and says what to fix.
 """
 from fsv import allocator
 
 allocator.tune_glibc_malloc()  # before jax allocates anything; see allocator.py
 
-from fsv.config import ConfigError  # noqa: E402
+__version__ = '0.1.0'
+
+from fsv.errors import ConfigError  # noqa: E402
+from fsv.errors import DataError
+from fsv.errors import Error
+from fsv.errors import NonFiniteLossError
+from fsv.errors import WeightsError
+from fsv.errors import WorkdirError
 from fsv.config import base as base_config
 from fsv.config import validate as validate_config
-from fsv.data import DataError
 from fsv.data import load as load_dataset
 from fsv.models import build as build_model
-from fsv.report import WorkdirError
-from fsv.train import NonFiniteLossError
-from fsv.train import Result
-from fsv.train import fit
+from fsv.run import Run
+from fsv.phases import fit
+from fsv.workdir import load_run
 from fsv.api import load_config
 from fsv.api import predict
 from fsv.imagenet import imagenet_top5
 
 __all__ = [
-    'ConfigError', 'DataError', 'NonFiniteLossError', 'Result', 'WorkdirError',
-    'base_config', 'build_model', 'fit', 'imagenet_top5', 'load_config', 'load_dataset',
-    'predict', 'validate_config',
+    'ConfigError', 'DataError', 'Error', 'NonFiniteLossError', 'Run', 'WeightsError',
+    'WorkdirError', '__version__', 'base_config', 'build_model', 'fit', 'imagenet_top5',
+    'load_config', 'load_dataset', 'load_run', 'predict', 'validate_config',
 ]

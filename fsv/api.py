@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import Any, Optional, Union
 
 import numpy as np
 
-from fsv import augment as augment_lib
-from fsv import train
+from fsv import workdir as workdir_lib
+from fsv.run import Run
 
 
 def load_config(path: str):
@@ -19,9 +20,9 @@ def load_config(path: str):
   return module.get_config()
 
 
-def predict(result, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-  """Class probabilities (n, num_classes) for uint8 images already sized like
-  the training data, preprocessed exactly as evaluation batches are."""
-  return train.probabilities(result.model, result.variables(),
-                             augment_lib.AugmentConfig.from_config(result.config.augment),
-                             images, batch_size)
+def predict(run: Union[Run, str], x: Any, tta: bool = False,
+            batch_size: Optional[int] = None) -> np.ndarray:
+  """`run.predict(x)` for a `Run` or the workdir of a finished run."""
+  if not isinstance(run, Run):
+    run = workdir_lib.load_run(run)
+  return run.predict(x, tta=tta, batch_size=batch_size)

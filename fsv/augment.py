@@ -117,9 +117,9 @@ def _random_flip(key, images, axis):
   return jnp.where(flip[:, None, None, None], jnp.flip(images, axis), images)
 
 
-def preprocess(images: jnp.ndarray, config: AugmentConfig) -> jnp.ndarray:
-  """The deterministic part (float32, rescaled): what eval batches get."""
-  return images.astype(jnp.float32) * jnp.float32(config.rescale)
+def preprocess(images: jnp.ndarray, rescale: float) -> jnp.ndarray:
+  """The deterministic part (float32, times `config.rescale`): what eval batches get."""
+  return images.astype(jnp.float32) * jnp.float32(rescale)
 
 
 def random_transform(images: jnp.ndarray, key: jax.Array,
@@ -138,4 +138,4 @@ def random_transform(images: jnp.ndarray, key: jax.Array,
     images = _random_flip(flip_h_key, images, axis=2)
   if config.vertical_flip:
     images = _random_flip(flip_v_key, images, axis=1)
-  return preprocess(images, config)
+  return preprocess(images, config.rescale)

@@ -7,7 +7,7 @@ Each holds the train state and, as JSON, the run's history so far, so a
 resumed run has every epoch exactly once. Orbax writes to a temporary
 directory and renames it when complete, so a killed process never leaves a
 partial checkpoint behind that would be picked up. A write that fails
-(read-only, disk full) is a `report.WorkdirError` naming the directory.
+(read-only, disk full) is a `WorkdirError` naming the directory.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fsv import report
+from fsv import files
+from fsv.errors import ConfigError
+from fsv.errors import WorkdirError
 
 _ITEMS = ('state', 'meta')
 # Phases in the order they run; the last one with a checkpoint is the run's result.
@@ -29,7 +31,7 @@ class Checkpoints:
   """The latest and best checkpoints of one phase under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, phase: str = 'train'):
-    self._root = report.as_path(workdir) / 'checkpoints' / phase
+    self._root = files.as_path(workdir) / 'checkpoints' / phase
 
     def manager(name):
       return ocp.CheckpointManager(
@@ -44,7 +46,7 @@ class Checkpoints:
   def _writing(self):
     # A failed write surfaces as tensorstore's ValueError ('... [os_error_code=28]'),
     # from this call or, for an asynchronous save, from the next one.
-    return report.writing(self._root, (OSError, ValueError))
+    return files.writing(self._root, (OSError, ValueError))
 
   def save(self, epoch: int, state: Any, meta: dict, is_best: bool) -> None:
     """Saves `epoch`; a best epoch is complete in `best` before `latest` starts.
@@ -107,27 +109,28 @@ def saved_history(newest_first: Iterable[Checkpoints]) -> list:
   return []
 
 
-def best_variables(workdir: str) -> dict:
-  """The best variables ('params', and 'batch_stats' if any) of a finished run's
-  last phase (`config.init_from`).
+def restore_variables(workdir: str, which: str = 'best') -> tuple[str, dict]:
+  """(phase, variables) of the `which` ('best' or 'latest') checkpoint of the
+  last phase that has one: 'params', and 'batch_stats' if any.
 
-  A bottleneck-only run's parameters are its head, returned as {'head': ...}.
+  A bottleneck phase's parameters are the head's, returned as {'head': ...}.
   """
-  root = report.as_path(workdir) / 'checkpoints'
-  if not root.is_dir():
-    raise FileNotFoundError(f'init_from={workdir!r}: no checkpoints/ in that workdir')
+  root = files.as_path(workdir) / 'checkpoints'
   for phase in reversed(PHASES):
-    if not (root / phase / 'best').is_dir():
+    if not (root / phase / which).is_dir():
       continue
     checkpoints = Checkpoints(workdir, phase)
-    restored = checkpoints.restore_best(None)
-    checkpoints.close()
+    try:
+      restored = (checkpoints.restore_best if which == 'best'
+                  else checkpoints.restore_latest)(None)
+    finally:
+      checkpoints.close()
     if restored is not None:
       state = restored[0]
       if phase == 'bottleneck':
-        return {'params': {'head': state['params']}}
-      return {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
-  raise FileNotFoundError(f'init_from={workdir!r}: no best checkpoint in that workdir')
+        return phase, {'params': {'head': state['params']}}
+      return phase, {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
+  raise WorkdirError(f'{workdir}: no {which} checkpoint in {root}')
 
 
 def merge_params(params: dict, loaded: dict) -> dict:
@@ -149,6 +152,6 @@ def merge_params(params: dict, loaded: dict) -> dict:
   logging.info('init_from: took %d of %d parameter arrays', len(taken),
                len(jax.tree_util.tree_leaves(params)))
   if not taken:
-    raise ValueError('init_from: no parameter of that run matches this model '
-                     '(names and shapes differ)')
+    raise ConfigError('config.init_from: no parameter of that run matches this model '
+                      '(names and shapes differ)')
   return merged

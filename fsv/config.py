@@ -13,10 +13,7 @@ import ml_collections
 
 from fsv import models
 from fsv import precision
-
-
-class ConfigError(ValueError):
-  """A config that cannot describe a run; the message names the key."""
+from fsv.errors import ConfigError
 
 
 FILL_MODES = ('nearest', 'reflect', 'wrap', 'constant')

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fsv import report
+from fsv import files
 
 SPLITS = ('validation', 'test')
 
@@ -32,7 +32,7 @@ class Candidate:
 
 def load(workdir: str) -> dict:
   """`predictions.npz` of a run, as {'<split>/<what>': array}."""
-  path = report.as_path(os.path.join(workdir, 'predictions.npz'))
+  path = files.as_path(os.path.join(workdir, 'predictions.npz'))
   if not path.exists():
     raise FileNotFoundError(f'{workdir}: no predictions.npz (written at the end of a run '
                             'with a workdir)')

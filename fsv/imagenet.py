@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 import pathlib
 
-import jax
 import numpy as np
-from PIL import Image
 
+from fsv import inference
 from fsv import models
+from fsv.data import decode
 
 CLASSES_FILE = pathlib.Path(__file__).with_name('imagenet_classes.txt')
 
@@ -28,23 +28,19 @@ def class_names() -> tuple[str, ...]:
   return names
 
 
-def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
-  """(1, H, W, 3) uint8 RGB, resized whole (bilinear) as fsv's data pipeline does."""
-  with Image.open(path) as image:
-    rgb = image.convert('RGB').resize((size[1], size[0]), Image.BILINEAR)
-  return np.asarray(rgb, np.uint8)[None]
-
-
 def imagenet_top5(backbone_name: str, image_path: str,
                   cache_dir: str = '') -> list[tuple[str, float]]:
   """The five most likely ImageNet classes of a photo as (name, probability).
 
   `backbone_name` is a model with an ImageNet classifier (efficientnet_lite0-2,
   vgg16, vgg19) whose weights, top included, are in the cache; if they are
-  not, the WeightsError says which fetch command puts them there.
+  not, the WeightsError says which fetch command puts them there. The photo
+  is decoded as training images are (EXIF orientation, RGB, bilinear resize
+  of the whole image to the classifier's input size).
   """
   module, variables, size = models.imagenet_model(backbone_name, cache_dir)
-  logits = jax.jit(module.apply)(variables, load_image(image_path, size).astype(np.float32))
-  probabilities = np.asarray(jax.nn.softmax(logits[0]))
+  image, _ = decode.decode_file(image_path, size, 'bilinear')
+  logits = inference.logits(module, variables, image[None], batch_size=1)
+  probabilities = inference.probabilities(logits)[0]
   best = np.argsort(-probabilities)[:5]
   return [(class_names()[i].split(', ')[0], float(probabilities[i])) for i in best]

@@ -55,7 +55,7 @@ def test_rescale_applies_to_train_and_eval_alike(images):
   config = AugmentConfig(rescale=1 / 255)
   train = augment.random_transform(images, KEY, config)
   np.testing.assert_allclose(train, images / 255, rtol=1e-6)
-  np.testing.assert_array_equal(train, augment.preprocess(images, config))
+  np.testing.assert_array_equal(train, augment.preprocess(images, config.rescale))
 
 
 def test_same_key_same_batch_different_key_different_batch(images):

@@ -8,7 +8,7 @@ import pytest
 
 import fsv
 from fsv import ensemble
-from fsv import report
+from fsv import workdir
 
 from test_train import _config, _tiny_dataset
 
@@ -50,7 +50,7 @@ def _fake_run(path, val_probs_of_class1, test_probs_of_class1, flipped=None):
                    f'{split}/probabilities': np.stack([1 - p, p], -1)})
     if flipped is not None:
       arrays[f'{split}/flipped_probabilities'] = np.stack([1 - flipped, flipped], -1)
-  report.write_npz(str(path / 'predictions.npz'), arrays)
+  workdir.Workdir(str(path)).write_predictions(arrays)
   return str(path)
 
 
@@ -91,7 +91,7 @@ def test_runs_on_different_examples_are_refused(tmp_path):
   b = _fake_run(tmp_path / 'b', [0.1, 0.2, 0.9, 0.9], [0.1, 0.1, 0.9, 0.9])
   arrays = dict(np.load(tmp_path / 'b' / 'predictions.npz'))
   arrays['test/files'] = arrays['test/files'][::-1]
-  report.write_npz(str(tmp_path / 'b' / 'predictions.npz'), arrays)
+  workdir.Workdir(str(tmp_path / 'b')).write_predictions(arrays)
   with pytest.raises(ValueError, match='different test files'):
     ensemble.choose([a, b])
 

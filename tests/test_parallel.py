@@ -111,7 +111,7 @@ def _measure(out_path):
   from fsv import config as config_lib
   from fsv import parallel
   from fsv import partition
-  from fsv import train as train_lib
+  from fsv import steps
   from fsv.data.decode import Dataset, Split, SplitReport
 
   assert jax.device_count() == DEVICES
@@ -178,8 +178,8 @@ def _measure(out_path):
   model = fsv.build_model(convnet.model, 2)
   tx = partition.optimizer(fsv.validate_config(convnet).train, init.params, 2)
   mesh = meshes[DEVICES]
-  step = train_lib.make_train_step(model, tx, augment.AugmentConfig(), mesh)
-  state = parallel.put_state(mesh, train_lib.TrainState(
+  step = steps.make_train_step(model, tx, augment.AugmentConfig(), mesh)
+  state = parallel.put_state(mesh, steps.TrainState(
       step=np.zeros((), np.int32), params=init.params, opt_state=tx.init(init.params)))
   rows = np.arange(16)
   hlo = step.lower(state, parallel.shard_rows(mesh, data.splits['train'].images, rows),
@@ -236,9 +236,9 @@ def _measure(out_path):
   data = dataset(24, per_class=12)
   whole = fsv.fit(convnet, dataset=data, mesh=meshes[1])
   measured['accumulation'] = {}
-  for name, (n, steps) in {'1 device, 4 micro-batches': (1, 4),
-                           '8 devices, 2 micro-batches': (DEVICES, 2)}.items():
-    convnet.train.accumulation_steps = steps
+  for name, (n, micro_batches) in {'1 device, 4 micro-batches': (1, 4),
+                                   '8 devices, 2 micro-batches': (DEVICES, 2)}.items():
+    convnet.train.accumulation_steps = micro_batches
     measured['accumulation'][name] = compare(
         whole, fsv.fit(convnet, dataset=data, mesh=meshes[n]))
 

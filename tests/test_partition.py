@@ -9,7 +9,7 @@ import fsv
 from fsv import augment
 from fsv import models
 from fsv import partition
-from fsv import train as train_lib
+from fsv import steps
 from fsv.config import ConfigError
 
 SIZE = 24
@@ -88,9 +88,9 @@ def _train_a_few_steps(trainable, optimizer='rmsprop', accumulation_steps=1):
   model, params = _small_model_and_params()
   tx = partition.optimizer(_train_config(trainable=trainable, optimizer=optimizer,
                                          learning_rate=1e-2), params, 10)
-  state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                opt_state=tx.init(params))
-  step = train_lib.make_train_step(model, tx, augment.AugmentConfig(),
+  step = steps.make_train_step(model, tx, augment.AugmentConfig(),
                                    accumulation_steps=accumulation_steps)
   images = np.random.default_rng(0).integers(0, 255, (4, SIZE, SIZE, 3), np.uint8)
   labels = np.array([0, 1, 0, 1], np.int32)

@@ -12,7 +12,7 @@ from fsv import checkpoint as checkpoint_lib
 from fsv import models
 from fsv import partition
 from fsv import precision
-from fsv import train as train_lib
+from fsv import steps
 from fsv.models import vgg
 
 from test_train import _config, _tiny_dataset
@@ -26,9 +26,9 @@ def _step_setup(dtype, loss_scale=None, **train):
   params = models.init_variables(config.model, model, jax.random.PRNGKey(0),
                                  data.splits['train'].images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, 3)
-  state = train_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                opt_state=tx.init(params), loss_scale=loss_scale)
-  step = train_lib.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255))
+  step = steps.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255))
   rows = slice(0, 8)
   batch = (data.splits['train'].images[rows], data.splits['train'].labels[rows],
            jax.random.PRNGKey(1))

@@ -13,8 +13,9 @@ from etils import epath
 from etils.epath import gpath
 import pytest
 
-from fsv import checkpoint as checkpoint_lib
-from fsv import report
+import fsv
+from fsv import files
+from fsv import workdir as workdir_lib
 
 BUCKET = 'gs://fsv-test-bucket'
 
@@ -48,12 +49,11 @@ def fake_gcs(tmp_path, monkeypatch):
 
 
 def test_report_files_are_written_to_a_gs_workdir(fake_gcs):
-  workdir = f'{BUCKET}/runs/finetune'
-  report.check_writable(workdir)
+  workdir = workdir_lib.Workdir(f'{BUCKET}/runs/finetune')
+  workdir.check_writable()
   history = [{'phase': 'train', 'epoch': 1, 'train_loss': 0.5, 'train_accuracy': 0.75,
               'val_loss': 0.4, 'val_accuracy': 0.8}]
-  report.write_json(f'{workdir}/history.json', history)
-  report.plot_history(history, f'{workdir}/curves.png')
+  workdir.write_history(history)
   local = fake_gcs / 'fsv-test-bucket' / 'runs' / 'finetune'
   assert sorted(os.listdir(local)) == ['curves.png', 'history.json']
   assert json.loads((local / 'history.json').read_text()) == history
@@ -61,22 +61,34 @@ def test_report_files_are_written_to_a_gs_workdir(fake_gcs):
 
 
 def test_workdir_urls_stay_urls_and_local_paths_become_absolute(tmp_path):
-  assert str(report.as_path(f'{BUCKET}/runs/a')) == f'{BUCKET}/runs/a'
-  assert str(report.as_path('runs/a')) == os.path.abspath('runs/a')
+  assert str(files.as_path(f'{BUCKET}/runs/a')) == f'{BUCKET}/runs/a'
+  assert str(files.as_path('runs/a')) == os.path.abspath('runs/a')
 
 
 def test_init_from_a_gs_workdir_without_checkpoints_names_it(fake_gcs):
   workdir = f'{BUCKET}/runs/empty'
-  report.check_writable(workdir)
-  with pytest.raises(FileNotFoundError, match='no checkpoints/ in that workdir'):
-    checkpoint_lib.best_variables(workdir)
+  workdir_lib.Workdir(workdir).check_writable()
+  with pytest.raises(fsv.ConfigError, match='not a workdir with a best checkpoint'):
+    workdir_lib.check_init_from(workdir)
+
+
+def test_loading_an_unfinished_gs_workdir_names_it(fake_gcs):
+  workdir = workdir_lib.Workdir(f'{BUCKET}/runs/unfinished')
+  workdir.check_writable()
+  workdir.write_history([])
+  with pytest.raises(fsv.WorkdirError, match=f'^{BUCKET}/runs/unfinished: the run has not '
+                     'finished'):
+    fsv.load_run(workdir.path)
+  with pytest.raises(fsv.WorkdirError, match=f'^{BUCKET}/runs/missing: no such workdir'):
+    fsv.load_run(f'{BUCKET}/runs/missing')
 
 
 def test_only_process_0_writes_the_report_files(tmp_path, monkeypatch):
   # Every host of a multi-host run calls the writers with the same workdir.
-  monkeypatch.setattr(report.jax, 'process_index', lambda: 1)
-  report.check_writable(str(tmp_path / 'work'))
-  report.write_json(str(tmp_path / 'work' / 'history.json'), [])
-  report.plot_history([{'epoch': 1, 'train_loss': 1.0, 'train_accuracy': 0.5}],
-                      str(tmp_path / 'work' / 'curves.png'))
+  monkeypatch.setattr(workdir_lib.jax, 'process_index', lambda: 1)
+  workdir = workdir_lib.Workdir(str(tmp_path / 'work'))
+  workdir.check_writable()
+  workdir.write_history([{'phase': 'train', 'epoch': 1, 'train_loss': 1.0,
+                          'train_accuracy': 0.5}])
+  workdir.write_results({})
   assert os.listdir(tmp_path / 'work') == []

@@ -18,7 +18,7 @@ import pytest
 
 import fsv
 from fsv import checkpoint as checkpoint_lib
-from fsv import train as train_lib
+from fsv import loop
 from fsv.data.decode import Dataset, Split, SplitReport
 
 SIZE = 24
@@ -114,10 +114,10 @@ def test_workdir_outputs_and_resume_continue_from_saved_epoch(tmp_path):
 
 
 def test_epoch_indices_cover_every_example_once_per_pass():
-  order = train_lib.epoch_indices(seed=0, epoch=1, num_examples=10, count=25)
+  order = loop.epoch_indices(seed=0, epoch=1, num_examples=10, count=25)
   assert len(order) == 25
   assert sorted(order[:10]) == list(range(10)) and sorted(order[10:20]) == list(range(10))
-  assert not np.array_equal(order, train_lib.epoch_indices(0, 2, 10, 25))
+  assert not np.array_equal(order, loop.epoch_indices(0, 2, 10, 25))
 
 
 def test_class_count_disagreeing_with_data_is_an_error():
@@ -268,15 +268,26 @@ def test_checkpoint_folder_that_cannot_be_made_is_a_workdir_error(tmp_path):
     fsv.fit(_config(), dataset=_tiny_dataset(), workdir=str(workdir))
 
 
+def _full_disk(*args, **kwargs):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+_open = gpath.PosixGPath.open
+
+
+def _open_on_a_full_disk(path, mode='r', *args, **kwargs):
+  """The atomic writer's temporary files cannot be written; everything else can."""
+  if 'w' in mode and path.name.endswith('.tmp'):
+    _full_disk()
+  return _open(path, mode, *args, **kwargs)
+
+
 @pytest.mark.parametrize('writer', [
-    pytest.param((gpath.PosixGPath, 'write_bytes'), id='curves'),
-    pytest.param((ocp.CheckpointManager, 'save'), id='checkpoint'),
+    pytest.param((gpath.PosixGPath, 'open', _open_on_a_full_disk), id='curves'),
+    pytest.param((ocp.CheckpointManager, 'save', _full_disk), id='checkpoint'),
 ])
 def test_full_disk_is_an_error_naming_the_workdir(tmp_path, monkeypatch, writer):
-  def full(*args, **kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-  monkeypatch.setattr(*writer, full)
+  monkeypatch.setattr(*writer)
   workdir = tmp_path / 'work'
   with pytest.raises(fsv.WorkdirError, match=(
       f'^cannot write to {re.escape(str(workdir))}/.*No space left on device')):

@@ -41,7 +41,7 @@ def test_bottleneck_trains_the_head_on_cached_features(tmp_path, dataset, monkey
   def no_extraction(*args, **kwargs):
     raise AssertionError('features should have come from the cache')
 
-  monkeypatch.setattr(features_lib, 'extract', no_extraction)
+  monkeypatch.setattr(features_lib.inference, 'features', no_extraction)
   second = fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'run2'))
   assert second.results['test_accuracy'] == first.results['test_accuracy']
 

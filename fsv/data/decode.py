@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
+from fsv.errors import DataError
+
 T = TypeVar('T')
 R = TypeVar('R')
 
@@ -25,10 +27,6 @@ INTERPOLATIONS = {
     'bicubic': Image.Resampling.BICUBIC,
     'lanczos': Image.Resampling.LANCZOS,
 }
-
-
-class DataError(Exception):
-  """Data that cannot be loaded as asked; the message names the path."""
 
 
 class BadImage(DataError):
@@ -116,6 +114,17 @@ def decode_file(path: str, image_size: tuple[int, int],
   # else runs inside this block, so any failure is a property of the file.
   except Exception as e:  # pylint: disable=broad-except
     raise BadImage(path, _reason(path, e)) from e
+
+
+def decode_image(image: Image.Image, image_size: tuple[int, int], interpolation: str,
+                 name: str) -> tuple[np.ndarray, bool]:
+  """Like `decode_file` for an image already opened with Pillow (left unchanged)."""
+  _check_pixels(image, name)
+  try:
+    upright = ImageOps.exif_transpose(image)
+    return _rgb_resized(upright, image_size, interpolation), image.mode != 'RGB'
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadImage(name, f'{type(e).__name__}: {e}') from e
 
 
 def _reason(path: str, error: Exception) -> str:

@@ -61,7 +61,7 @@ def _list_split(root: pathlib.Path, split: str) -> _SplitListing:
       classes[entry.name] = images
       ignored += more
     else:
-      ignored.append(f'{split}/{entry.name}')
+      ignored.append((pathlib.PurePosixPath(split) / entry.name).as_posix())
   return _SplitListing(classes, ignored)
 
 
@@ -76,18 +76,22 @@ def _list(root: pathlib.Path) -> tuple[tuple[str, ...], dict[str, _SplitListing]
   if not class_names:
     raise DataError(f'{root / "train"}: no class folders')
   for split, listing in listings.items():
-    found = set(listing.classes)
-    if found != set(class_names):
-      raise DataError(
-          f'{root / split}: its classes differ from train/\'s {list(class_names)}: '
-          f'missing {sorted(set(class_names) - found)}, '
-          f'extra {sorted(found - set(class_names))}')
-    empty = sorted(str(root / split / c) for c, files in listing.classes.items()
-                   if not files)
-    if empty:
-      raise DataError(f'class folder(s) without image files: {empty} '
-                      f'(image extensions: {sorted(IMAGE_EXTENSIONS)})')
+    _check_classes(root / split, listing, class_names, "train/'s")
   return class_names, listings
+
+
+def _check_classes(folder: pathlib.Path, listing: _SplitListing,
+                   class_names: tuple[str, ...], whose: str) -> None:
+  found = set(listing.classes)
+  if found != set(class_names):
+    raise DataError(
+        f'{folder}: its classes differ from {whose} {list(class_names)}: '
+        f'missing {sorted(set(class_names) - found)}, '
+        f'extra {sorted(found - set(class_names))}')
+  empty = sorted(str(folder / c) for c, files in listing.classes.items() if not files)
+  if empty:
+    raise DataError(f'class folder(s) without image files: {empty} '
+                    f'(image extensions: {sorted(IMAGE_EXTENSIONS)})')
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -138,3 +142,23 @@ def load(config: ml_collections.ConfigDict,
   return class_names, {
       split: _load_split(root, split, listing, class_names, config)
       for split, listing in listings.items()}
+
+
+def load_labelled(path: str, split: str, class_names: tuple[str, ...],
+                  config: ml_collections.ConfigDict) -> tuple[Split, SplitReport]:
+  """A labelled folder to evaluate a run on, decoded and cached as its training
+  data was (`config` is the run's `data` group): PATH/<split>/<class>/... or
+  a bare PATH/<class>/..., with exactly the run's classes."""
+  root = pathlib.Path(path).expanduser()
+  if not root.is_dir():
+    raise DataError(f'{path!r} is not a directory')
+  if (root / split).is_dir():
+    where = split
+  elif any((root / name).is_dir() for name in class_names):
+    where = ''
+  else:
+    raise DataError(f'{root}: neither {root / split}/<class>/<images> nor class folders '
+                    f'{list(class_names)} in it')
+  listing = _list_split(root, where)
+  _check_classes(root / where, listing, class_names, "the run's")
+  return _load_split(root, where or root.name, listing, class_names, config)

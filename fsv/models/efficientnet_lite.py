@@ -19,7 +19,7 @@ layer on globally averaged features). So `block7.*` and `top_.*` select the
 top block, as `block5_.*` does for VGG.
 
 BatchNorm layers run in inference mode (running statistics, never updated)
-unless named in `batch_norm_training`: fsv/train.py fills it, for
+unless named in `batch_norm_training`: fsv/phases.py fills it, for
 `model.batch_norm='train'`, with the layers whose parameters train.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fsv.models.layers import DepthwiseConv
+from fsv.models.layers import Tap
 
 INPUT_RESCALE = 1.0  # preprocess works on 0-255 pixels
 PREPROCESSING = 'preprocessing (x - 127) / 128'
@@ -43,6 +44,8 @@ DEPTH_DIVISOR = 8
 STEM_CHANNELS = 32
 TOP_CHANNELS = 1280
 IMAGENET_CLASSES = 1000
+# Keras's name of the top conv's activations, the last spatial map.
+GRADCAM_LAYER = 'top_activation'
 
 
 class Stage(NamedTuple):
@@ -174,6 +177,7 @@ class EfficientNetLite(nn.Module):
                       train)
     x = self._conv(x, TOP_CHANNELS, 1, 'top_conv')
     x = nn.relu6(self._bn(x, 'top_bn', train))
+    x = Tap(name=GRADCAM_LAYER)(x)
     x = x.mean(axis=(1, 2))
     if features_only:
       return x

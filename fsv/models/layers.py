@@ -49,3 +49,15 @@ class DepthwiseConv(nn.Module):
         window = x[:, u:u + (out_h - 1) * s + 1:s, v:v + (out_w - 1) * s + 1:s]
         out = out + window * kernel[u, v, 0]
     return out
+
+
+class Tap(nn.Module):
+  """The identity, named: marks the activations that Grad-CAM explains.
+
+  It has no parameters, so placing one changes no parameter tree or
+  checkpoint; fsv/explain.py finds it by name with `nn.intercept_methods`.
+  """
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    return x

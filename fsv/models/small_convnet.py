@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
 BOOK = dict(conv_features=(32, 64, 128, 128), dense_units=512,
@@ -24,8 +25,12 @@ BOOK = dict(conv_features=(32, 64, 128, 128), dense_units=512,
 BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
+POOLINGS = ('', 'avg', 'max')
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
 PREPROCESSING = 'none beyond augment.rescale'
+# The last conv's activations (after ReLU, before pooling): the finest map
+# with the most class-specific features.
+GRADCAM_LAYER = 'last_conv_relu'
 
 _kernel_init = nn.initializers.glorot_uniform()
 
@@ -37,6 +42,9 @@ class SmallConvNet(nn.Module):
   dense_units: int = BOOK['dense_units']
   flatten_dropout: float = BOOK['flatten_dropout']
   dense_dropout: float = BOOK['dense_dropout']
+  # '' flattens (the book, the blog); 'avg' or 'max' pool globally (Keras's
+  # GlobalAveragePooling2D), which also suits Grad-CAM (fsv/explain.py).
+  pooling: str = ''
   dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
@@ -47,8 +55,16 @@ class SmallConvNet(nn.Module):
       # more than pays for the border's extra 5% of work (BENCHMARKS.md).
       x = nn.Conv(features, (3, 3), padding='SAME', kernel_init=_kernel_init,
                   dtype=self.dtype, name=f'conv{i + 1}')(x)[:, 1:-1, 1:-1]
-      x = max_pool_2x2(nn.relu(x))
-    x = x.reshape((x.shape[0], -1))
+      x = nn.relu(x)
+      if i == len(self.conv_features) - 1:
+        x = Tap(name=GRADCAM_LAYER)(x)
+      x = max_pool_2x2(x)
+    if self.pooling == 'avg':
+      x = x.mean(axis=(1, 2))
+    elif self.pooling == 'max':
+      x = x.max(axis=(1, 2))
+    else:
+      x = x.reshape((x.shape[0], -1))
     x = nn.Dropout(self.flatten_dropout, deterministic=not train)(x)
     x = nn.relu(nn.Dense(self.dense_units, kernel_init=_kernel_init, dtype=self.dtype,
                          name='dense')(x))
@@ -58,7 +74,7 @@ class SmallConvNet(nn.Module):
 
 
 def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(name=name, num_classes=0, **BOOK))
+  return ml_collections.ConfigDict(dict(name=name, num_classes=0, pooling='', **BOOK))
 
 
 def default_input_size(name: str) -> tuple[int, int]:
@@ -87,6 +103,8 @@ def validate_config(full_config, error) -> None:
                 'must be a non-empty sequence of positive channel counts')
   if config.dense_units < 1:
     raise error(f'config.model.dense_units={config.dense_units}: must be >= 1')
+  if config.pooling not in POOLINGS:
+    raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
   for key in ('flatten_dropout', 'dense_dropout'):
     if not 0 <= config[key] < 1:
       raise error(f'config.model.{key}={config[key]}: must be in [0, 1)')
@@ -97,4 +115,4 @@ def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
                       conv_features=tuple(config.conv_features),
                       dense_units=config.dense_units,
                       flatten_dropout=config.flatten_dropout,
-                      dense_dropout=config.dense_dropout)
+                      dense_dropout=config.dense_dropout, pooling=config.pooling)

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
 BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -31,6 +32,8 @@ POOLINGS = ('', 'avg', 'max')
 INPUT_RESCALE = 1.0  # caffe_preprocess works on 0-255 pixels
 PREPROCESSING = 'caffe preprocessing (RGB to BGR, ImageNet means subtracted)'
 IMAGENET_INPUT_SIZE = (224, 224)  # the top's fc1 is sized for it
+# Keras's 'block5_conv3' output (after its ReLU): the layer DLwP's Grad-CAM uses.
+GRADCAM_LAYER = 'block5_conv3_relu'
 
 
 def caffe_preprocess(rgb: jnp.ndarray) -> jnp.ndarray:
@@ -53,8 +56,10 @@ def conv_base(x: jnp.ndarray, depth: int, dtype: Any) -> jnp.ndarray:
   compact module so the layers are named at that module's top level."""
   for block, (count, width) in enumerate(zip(BLOCKS[depth], WIDTHS)):
     for i in range(count):
-      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', dtype=dtype,
-                          name=f'block{block + 1}_conv{i + 1}')(x))
+      name = f'block{block + 1}_conv{i + 1}'
+      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', dtype=dtype, name=name)(x))
+    if block == len(WIDTHS) - 1:
+      x = Tap(name=GRADCAM_LAYER)(x)
     x = max_pool_2x2(x)
   return x
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import pathlib
-import tempfile
 import zipfile
 from typing import Any, Mapping, Optional, Sequence
 
@@ -21,11 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fsv import files
+from fsv.errors import WeightsError
 from fsv.models import vgg
-
-
-class WeightsError(ValueError):
-  """Weights that cannot be loaded or fetched; the message names the file or layer."""
 
 
 # Keras's names of the top's Dense layers, in network order.
@@ -139,12 +135,5 @@ def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, ...]]:
 def write_npz(path: pathlib.Path, params: Mapping[str, Any]):
   """Writes nested `params` to `path` as arrays named by their '/'-joined
   keys ('block1_conv1/kernel'), atomically: an entry that exists is complete."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **traverse_util.flatten_dict(params, sep='/'))
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+  flat = traverse_util.flatten_dict(params, sep='/')
+  files.write_atomically(path, lambda f: np.savez(f, **flat))

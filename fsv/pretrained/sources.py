@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
-import os
 import pathlib
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import tempfile
 import urllib.request
 import zipfile
 
-
+from fsv import files
 from fsv.cache_dir import cache_root
 from fsv.models import vgg
 from fsv.pretrained import keras_h5
@@ -154,23 +153,20 @@ def download(url: str, md5: str, dest: pathlib.Path, offline_hint: str = ''):
 
   `offline_hint` ends the message when the download fails for want of network.
   """
-  dest.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{dest.name}.', suffix='.part', dir=dest.parent)
-  try:
+  def write(out):
     digest = hashlib.md5()
-    with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+    with urllib.request.urlopen(url, timeout=60) as response:
       for chunk in iter(lambda: response.read(_CHUNK), b''):
         digest.update(chunk)
         out.write(chunk)
     if digest.hexdigest() != md5:
       raise WeightsError(f'{url}: md5 {digest.hexdigest()}, expected {md5} (a truncated '
                          'or altered download); nothing was kept')
-    os.replace(tmp, dest)
+
+  try:
+    files.write_atomically(dest, write)
   except (OSError, http.client.HTTPException) as e:  # urllib's URLError is an OSError
     raise WeightsError(f'could not download {url}: {e}\n{offline_hint}'.strip()) from None
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
 
 
 def _from_keras(depth: int, include_top: bool, folder: pathlib.Path) -> dict:

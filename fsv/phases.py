@@ -1,0 +1,239 @@
+"""A run from config to trained `Run`: checks, data, the phases, the evaluation.
+
+`fit` runs up to two phases, each an epoch loop (fsv/loop.py):
+  1. `config.bottleneck`: only the head, on the frozen base's cached features;
+  2. `config.train`: end to end on images with augmentation, training the
+     parameters `config.train.trainable` selects (fsv/partition.py).
+It then evaluates the phase's best (or last) variables on validation and
+test (results.json), keeps their probabilities (predictions.npz) and, for
+the test split, the full evaluation report (fsv/evaluate.py). With a
+workdir every epoch is checkpointed and a rerun resumes; without one the
+same epoch is evaluated.
+What can be checked without the data (the config, `trainable` against the
+model's parameter names, `init_from`, the workdir) is checked before the
+data is loaded, and the number of classes before any image is decoded.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Optional
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fsv import augment as augment_lib
+from fsv import checkpoint as checkpoint_lib
+from fsv import config as config_lib
+from fsv import data as data_lib
+from fsv import evaluate as evaluate_lib
+from fsv import features as features_lib
+from fsv import inference
+from fsv import loop
+from fsv import models
+from fsv import parallel
+from fsv import partition
+from fsv import workdir as workdir_lib
+from fsv.errors import ConfigError, DataError
+from fsv.run import Run
+
+
+def _check_classes(config, class_names: tuple[str, ...]) -> None:
+  found = len(class_names)
+  wanted = config.model.num_classes
+  if wanted and wanted != found:
+    raise ConfigError(
+        f'config.model.num_classes={wanted} but the data has {found} classes '
+        f'{list(class_names)}')
+  if found < 2:
+    raise ConfigError(f'the data has {found} class(es) {list(class_names)}; need at least 2')
+
+
+def _check_trainable(config) -> None:
+  """`train.trainable` patterns that match no parameter fail before any work.
+
+  Parameter names do not depend on the number of classes, and `eval_shape`
+  builds the tree of shapes without computing anything.
+  """
+  if not config.train.epochs:
+    return
+  model = models.build(config.model, config.model.num_classes or 2)
+  images = jax.ShapeDtypeStruct((1, *config.data.image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)['params']
+  partition.labels(shapes, config.train.trainable, config.train.group_learning_rates,
+                   models.layer_groups(config.model))
+
+
+def _steps_per_epoch(tc, num_train: int) -> int:
+  return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
+
+
+def _bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase:
+  """The head alone, trained on the frozen base's cached features."""
+  tc = config.bottleneck
+  base = {'params': {k: v for k, v in variables['params'].items() if k != 'head'},
+          'batch_stats': variables.get('batch_stats', {})}
+  splits = {}
+  for name, split in dataset.splits.items():
+    feats = features_lib.cached(model, variables, base, split.images,
+                                parallel.eval_batch_size(tc, mesh), mesh,
+                                config.model.get('cache_dir', ''), f'{name} features')
+    splits[name] = data_lib.Split(images=feats, labels=split.labels, files=split.files)
+  steps = _steps_per_epoch(tc, len(splits['train'].labels))
+  tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)),
+                           variables['params']['head'], steps)
+  return loop.Phase('bottleneck', models.head_of(config.model, model), tx,
+                    augment_lib.AugmentConfig(), splits, tc, steps, dtype=config.dtype)
+
+
+def _train_phase(config, model, variables, dataset) -> loop.Phase:
+  """The model end to end on images with augmentation; `trainable` picks what trains.
+
+  With `model.batch_norm='train'`, the BatchNorm layers whose parameters
+  all train use batch statistics in training steps and update their running
+  ones; every other BatchNorm layer stays in inference mode.
+  """
+  tc = config.train
+  params = variables['params']
+  groups = models.layer_groups(config.model)
+  steps = _steps_per_epoch(tc, len(dataset.splits['train'].labels))
+  if config.model.get('batch_norm') == 'train':
+    labels = partition.labels(params, tc.trainable, tc.group_learning_rates, groups)
+    model = model.clone(batch_norm_training=partition.trained_layers(
+        labels, variables.get('batch_stats', {})))
+  return loop.Phase('train', model, partition.optimizer(tc, params, steps, groups),
+                    augment_lib.AugmentConfig.from_config(config.augment),
+                    dict(dataset.splits), tc, steps, groups, config.dtype)
+
+
+def _evaluation_phase(config, model, dataset) -> loop.Phase:
+  """A run of 0 epochs evaluates its starting model on images as the train phase would."""
+  return loop.Phase('train', model, None, augment_lib.AugmentConfig.from_config(config.augment),
+                    dict(dataset.splits), config.train, 0)
+
+
+def _log_partition(phase: loop.Phase, params) -> None:
+  counts = partition.count(params, partition.labels(
+      params, phase.config.get('trainable', ('.*',)),
+      phase.config.get('group_learning_rates', ()), phase.layer_groups))
+  logging.info('%s: %s parameters', phase.name, ', '.join(
+      f'{count:,} {label}' for label, count in sorted(counts.items())))
+
+
+def _evaluate(phase: loop.Phase, variables, history: list, evaluated: str, dataset,
+              mesh) -> tuple[dict, dict, Optional[evaluate_lib.Evaluation]]:
+  """results.json's metrics, predictions.npz's arrays and the test split's
+  evaluation, all from one pass of the model over each split."""
+  entries = [h for h in history if h['phase'] == phase.name]
+  results = {'phase': phase.name, 'epochs': len(entries), 'evaluated': evaluated,
+             'num_classes': dataset.num_classes, 'class_names': list(dataset.class_names)}
+  if evaluated == 'best' and entries:
+    results['best_epoch'] = max(entries, key=loop.selection_metric)['epoch']
+  arrays, test_evaluation = {}, None
+  for name, prefix in (('validation', 'val'), ('test', 'test')):
+    if name not in phase.splits:
+      continue
+    split = phase.splits[name]
+    logits = phase.logits(variables, name, mesh)
+    metrics = inference.loss_and_accuracy(logits, split.labels)
+    results[f'{prefix}_accuracy'] = metrics['accuracy']
+    results[f'{prefix}_loss'] = metrics['loss']
+    probabilities = inference.probabilities(logits)
+    arrays[f'{name}/labels'] = split.labels
+    arrays[f'{name}/files'] = np.asarray(split.files, dtype=str)
+    arrays[f'{name}/probabilities'] = probabilities
+    if split.images.ndim == 4:  # images, not cached features: mirrored ones too
+      arrays[f'{name}/flipped_probabilities'] = inference.probabilities(
+          phase.logits(variables, name, mesh, flip=True))
+    if name == 'test':
+      test_evaluation = evaluate_lib.evaluation(
+          probabilities, split.labels, inference.losses(logits, split.labels)[0],
+          dataset.class_names, split.files, dataset.splits['test'].images)
+  return results, arrays, test_evaluation
+
+
+def fit(config, dataset: Optional[data_lib.Dataset] = None,
+        workdir: Optional[str] = None,
+        mesh: Optional[jax.sharding.Mesh] = None) -> Run:
+  """Trains as `config` describes; with a workdir, checkpoints and resumes.
+
+  `config` may be a full ConfigDict or a partial dict (missing keys take
+  their defaults). Without `dataset`, it is loaded from `config.data`.
+  `mesh` (`parallel.make_mesh`) is the devices to run on, by default all.
+  Returns the trained `Run` (its `results`, `history`, `predict`, ...).
+  Errors whose message says what to fix derive from `fsv.Error`.
+  """
+  started = time.time()
+  config = config_lib.validate(config)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  parallel.check_batch_sizes(config, mesh)
+  logging.info('devices: %d %s on %d host(s); batches are split over them',
+               mesh.size, mesh.devices.flat[0].platform, jax.process_count())
+  _check_trainable(config)
+  if config.init_from:
+    workdir_lib.check_init_from(config.init_from)
+  wd = workdir_lib.Workdir(workdir) if workdir else None
+  if wd:
+    wd.check_writable()
+  check_classes = functools.partial(_check_classes, config)
+  if dataset is None:
+    dataset = data_lib.load(config.data, check_classes)
+  else:
+    check_classes(dataset.class_names)
+  if 'train' not in dataset.splits:
+    raise DataError('the dataset has no train split')
+  model = models.build(config.model, dataset.num_classes, config.dtype)
+  variables = workdir_lib.init_variables(config, model,
+                                         dataset.splits['train'].images.shape[1:3])
+
+  checkpoints, history = {}, []
+  if wd:
+    wd.write_config(config)
+    wd.write_data_report(dataset)
+    checkpoints = {name: wd.checkpoints(name) for name in loop.PHASES}
+    history = checkpoint_lib.saved_history(checkpoints[name] for name in reversed(loop.PHASES))
+  on_epoch_end = wd.write_history if wd else lambda history: None
+
+  evaluated = config.train.evaluate_with
+  pick = lambda last, best: best if evaluated == 'best' else last
+  phase = None
+  try:
+    # Once the train phase has checkpoints, they hold the head trained before it.
+    if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
+      phase = _bottleneck_phase(config, model, variables, dataset, mesh)
+      _log_partition(phase, variables['params']['head'])
+      head = pick(*loop.train_phase(phase, {'params': variables['params']['head']},
+                                    config.seed, history, checkpoints.get('bottleneck'),
+                                    on_epoch_end, mesh))
+      variables = {**variables, 'params': {**variables['params'], 'head': head['params']}}
+    if config.train.epochs:
+      phase = _train_phase(config, model, variables, dataset)
+      _log_partition(phase, variables['params'])
+      variables = pick(*loop.train_phase(phase, variables, config.seed, history,
+                                         checkpoints.get('train'), on_epoch_end, mesh))
+  finally:
+    # Also on an error: the last epoch's asynchronous save completes.
+    for manager in checkpoints.values():
+      manager.close()
+
+  if phase is None:
+    phase, evaluated = _evaluation_phase(config, model, dataset), 'initial'
+  evaluated_variables = (variables if phase.name == 'train'
+                         else {'params': variables['params']['head']})
+  results, arrays, test_evaluation = _evaluate(phase, evaluated_variables, history, evaluated,
+                                               dataset, mesh)
+  if wd:
+    wd.write_predictions(arrays)
+    if test_evaluation is not None:
+      wd.write_evaluation('test', test_evaluation)
+  results['wall_seconds'] = time.time() - started
+  if wd:
+    results['workdir_format'] = workdir_lib.FORMAT
+    wd.write_results(results)
+  logging.info('results: %s', results)
+  return Run(config=config, class_names=dataset.class_names, model=model, variables=variables,
+             history=history, results=results, workdir=workdir, checkpoint=evaluated,
+             dataset=dataset, mesh=mesh)

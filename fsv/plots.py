@@ -1,0 +1,121 @@
+"""Every figure fsv draws: training curves, confusion matrix, top losses, Grad-CAM.
+
+Figures are built with matplotlib's object API (`Figure`, no pyplot), so
+drawing one never switches a notebook's backend or touches global state;
+each function returns the Figure (a notebook shows it) and `save` writes it
+as a PNG through the one atomic writer (local paths or gs:// URLs).
+"""
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+import numpy as np
+
+from fsv import files
+
+
+def _figure(width: float, height: float):
+  from matplotlib.figure import Figure  # imported when a figure is drawn, not with fsv
+  return Figure(figsize=(width, height))
+
+
+def save(figure, path, dpi: int = 100) -> None:
+  png = io.BytesIO()
+  figure.savefig(png, format='png', dpi=dpi, bbox_inches='tight')
+  files.write_bytes(path, png.getvalue())
+
+
+def curves(history: Sequence[dict]):
+  """Accuracy and loss per epoch, training against validation, as the book plots them."""
+  figure = _figure(11, 4)
+  axes = figure.subplots(1, 2)
+  epochs = np.arange(1, len(history) + 1)
+  for ax, metric in zip(axes, ('accuracy', 'loss')):
+    ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', ms=3,
+            label=f'training {metric}')
+    if any(f'val_{metric}' in h for h in history):
+      ax.plot(epochs, [h.get(f'val_{metric}', np.nan) for h in history], 's-', ms=3,
+              label=f'validation {metric}')
+    for boundary in np.flatnonzero([a['phase'] != b['phase']
+                                    for a, b in zip(history, history[1:])]):
+      ax.axvline(boundary + 1.5, color='grey', ls=':', lw=1)  # a new phase starts
+    ax.set_xlabel('epoch (all phases)')
+    ax.set_title(metric)
+    ax.grid(alpha=.3)
+    ax.legend()
+  figure.tight_layout()
+  return figure
+
+
+def confusion_matrix(counts: np.ndarray, class_names: Sequence[str]):
+  """Counts and row-normalised rates (recall on the diagonal), true classes as rows."""
+  counts = np.asarray(counts)
+  num_classes = len(class_names)
+  rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+  side = min(4 + 0.45 * num_classes, 40)
+  figure = _figure(2 * side + 1, side)
+  annotate = num_classes <= 20
+  for ax, values, title, fmt in zip(figure.subplots(1, 2), (counts, rates),
+                                    ('counts', 'row-normalised (recall on the diagonal)'),
+                                    ('{:d}', '{:.2f}')):
+    image = ax.imshow(values, cmap='Blues', vmin=0)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(num_classes)
+    ax.set_xticks(ticks, class_names, rotation=90 if num_classes > 6 else 0)
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class')
+    ax.set_title(title)
+    if annotate:
+      high = values.max() / 2 if values.size else 0
+      for (row, column), value in np.ndenumerate(values):
+        ax.text(column, row, fmt.format(value.item()), ha='center', va='center',
+                color='white' if value > high else 'black')
+  figure.tight_layout()
+  return figure
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], columns: int = 4,
+               empty_message: str = 'nothing to show'):
+  """uint8 images in a grid, each with its title (fastai's `plot_top_losses` look)."""
+  if not len(images):
+    figure = _figure(4, 1)
+    figure.text(0.5, 0.5, empty_message, ha='center', va='center')
+    return figure
+  columns = min(columns, len(images))
+  rows = -(-len(images) // columns)
+  figure = _figure(3.2 * columns, 3.6 * rows)
+  axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+  for ax in axes:
+    ax.axis('off')
+  for ax, image, title in zip(axes, images, titles):
+    ax.imshow(image)
+    ax.set_title(title, fontsize=9)
+  figure.tight_layout()
+  return figure
+
+
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+  """uint8 image with a [0, 1] heatmap laid over it in the jet colours (DLwP's look)."""
+  from matplotlib import colormaps
+  colours = colormaps['jet'](np.clip(heatmap, 0, 1))[..., :3] * 255
+  return np.clip(image * (1 - alpha) + colours * alpha, 0, 255).astype(np.uint8)
+
+
+def gradcam(image: np.ndarray, heatmap: np.ndarray, title: str):
+  """The image, its Grad-CAM heatmap and the overlay, side by side."""
+  figure = _figure(10, 3.8)
+  axes = figure.subplots(1, 3)
+  axes[0].imshow(image)
+  axes[0].set_title('input (as the model sees it)', fontsize=9)
+  shown = axes[1].imshow(heatmap, cmap='jet', vmin=0, vmax=1)
+  figure.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04)
+  axes[1].set_title('Grad-CAM', fontsize=9)
+  axes[2].imshow(heatmap_overlay(image, heatmap))
+  axes[2].set_title('overlay', fontsize=9)
+  for ax in axes:
+    ax.axis('off')
+  figure.suptitle(title, fontsize=10)
+  figure.tight_layout()
+  return figure

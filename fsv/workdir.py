@@ -1,0 +1,186 @@
+"""A run's workdir: every file in it, written and read back here; `load_run`.
+
+  config.json            the resolved config (validated again when loaded)
+  data_report.json       images loaded, converted, skipped and why, per split
+  history.json           one entry per epoch, every phase
+  curves.png             training against validation loss and accuracy
+  checkpoints/<phase>/{latest,best}/<epoch>/   orbax (fsv/checkpoint.py)
+  results.json           what was evaluated and how well; written last, so a
+                         workdir without it is unfinished
+  predictions.npz        validation and test probabilities (also of mirrored
+                         images) with labels and files, for ensembles
+  evaluation/<name>/     metrics.json, confusion_matrix.png, top_losses.png,
+                         mistakes.csv (fsv/evaluate.py); `test` after a run
+
+A workdir may be a local path or a URL such as gs://bucket/run (Cloud TPU).
+Every write goes through the one atomic writer (fsv/files.py) and fails as
+a WorkdirError naming the path; in a multi-host run only process 0 writes
+these files (every host computes the same), orbax coordinates the
+checkpoints itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+import uuid
+
+import jax
+import numpy as np
+
+from fsv import checkpoint as checkpoint_lib
+from fsv import config as config_lib
+from fsv import files
+from fsv import models
+from fsv import plots
+from fsv.errors import ConfigError, WorkdirError
+from fsv.run import Run
+
+# The layout above; a workdir whose results.json says more is from a newer fsv.
+FORMAT = 1
+CHECKPOINTS = ('best', 'last')
+
+
+def _writes_files() -> bool:
+  return jax.process_index() == 0
+
+
+class Workdir:
+  """The files of the workdir at `path`."""
+
+  def __init__(self, path: str):
+    self.path = str(path)
+    self.root = files.as_path(path)
+
+  def _write(self, name: str, write) -> None:
+    if _writes_files():
+      with files.writing(self.root / name):
+        write(self.root / name)
+
+  def check_writable(self) -> None:
+    """Creates the workdir and a file in it, so that a run fails before any
+    work; on every host, as each writes its part of the checkpoints."""
+    with files.writing(self.path):
+      self.root.mkdir(parents=True, exist_ok=True)
+      probe = self.root / f'.fsv-writable-{uuid.uuid4().hex}'
+      probe.write_text('')
+      probe.unlink()
+
+  def write_config(self, config) -> None:
+    self._write('config.json', lambda path: files.write_json(path, config.to_dict()))
+
+  def write_data_report(self, dataset) -> None:
+    report = {'class_names': list(dataset.class_names),
+              'splits': {name: dataclasses.asdict(r) for name, r in dataset.report.items()}}
+    self._write('data_report.json', lambda path: files.write_json(path, report))
+
+  def write_history(self, history: Sequence[dict]) -> None:
+    self._write('history.json', lambda path: files.write_json(path, list(history)))
+    self._write('curves.png', lambda path: plots.save(plots.curves(history), path))
+
+  def write_results(self, results: dict) -> None:
+    self._write('results.json', lambda path: files.write_json(path, results))
+
+  def write_predictions(self, arrays: dict) -> None:
+    """Numpy arrays, never pickled objects."""
+    self._write('predictions.npz', lambda path: files.write_atomically(
+        path, lambda f: np.savez(f, **arrays)))
+
+  def write_evaluation(self, name: str, evaluation) -> str:
+    folder = self.root / 'evaluation' / name
+    if _writes_files():
+      with files.writing(folder):
+        evaluation.write(folder)
+    return str(folder)
+
+  def checkpoints(self, phase: str) -> checkpoint_lib.Checkpoints:
+    return checkpoint_lib.Checkpoints(self.path, phase)
+
+  def read_json(self, name: str) -> Any:
+    try:
+      return files.read_json(self.root / name)
+    except FileNotFoundError:
+      raise
+    except (OSError, ValueError) as e:
+      raise WorkdirError(f'{self.root / name}: cannot be read ({e})') from None
+
+
+def _check_fits(workdir: str, expected, loaded) -> None:
+  """The checkpoint's arrays are the model's, name for name and shape for shape."""
+  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(v.shape)
+                         for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  want, have = shapes(expected), shapes(loaded)
+  problems = sorted(set(want) ^ set(have)) + sorted(
+      f'{k}: {have[k]} instead of {want[k]}' for k in set(want) & set(have)
+      if want[k] != have[k])
+  if problems:
+    raise WorkdirError(f'{workdir}: its checkpoint does not fit the model config.json '
+                       f'describes ({len(problems)} differences, e.g. {problems[:3]}); '
+                       'was it written by another version of fsv?')
+
+
+def init_variables(config, model, image_size) -> dict:
+  """A run's starting variables: random from its seed, pretrained weights
+  where the model has them, then `config.init_from`'s best ones."""
+  variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
+                                    (*image_size, 3))
+  if config.init_from:
+    _, loaded = checkpoint_lib.restore_variables(config.init_from, 'best')
+    variables = checkpoint_lib.merge_params(variables, loaded)
+  return variables
+
+
+def check_init_from(path: str) -> None:
+  """`config.init_from` names a workdir with a best checkpoint; before any work."""
+  checkpoints = files.as_path(path) / 'checkpoints'
+  if not any((checkpoints / phase / 'best').is_dir() for phase in checkpoint_lib.PHASES):
+    raise ConfigError(f'config.init_from={path!r}: not a workdir with a best checkpoint '
+                      f'(no {checkpoints}/<phase>/best)')
+
+
+def load_run(workdir: str, checkpoint: str = 'best') -> Run:
+  """The finished run in `workdir` as a `Run`, with its `checkpoint`: 'best'
+  (by validation accuracy) or 'last' (the last epoch) of its last phase.
+
+  Raises WorkdirError when the workdir is missing, unfinished, or written by
+  an incompatible version of fsv.
+  """
+  if checkpoint not in CHECKPOINTS:
+    raise ValueError(f'checkpoint={checkpoint!r}: must be one of {CHECKPOINTS}')
+  wd = Workdir(workdir)
+  if not wd.root.is_dir():
+    raise WorkdirError(f'{workdir}: no such workdir')
+  try:
+    results = wd.read_json('results.json')
+    stored_config = wd.read_json('config.json')
+  except FileNotFoundError as e:
+    raise WorkdirError(f'{workdir}: the run has not finished ({e.filename} is missing); '
+                       'rerun its command to resume it') from None
+  if results.get('workdir_format', FORMAT) > FORMAT:
+    raise WorkdirError(f'{workdir}: written by a newer fsv (workdir format '
+                       f'{results["workdir_format"]}, this one reads {FORMAT})')
+  try:
+    config = config_lib.validate(stored_config)
+  except ConfigError as e:
+    raise WorkdirError(f'{workdir}: its config.json does not fit this version of fsv '
+                       f'({e})') from None
+  class_names = tuple(results['class_names'])
+  model = models.build(config.model, len(class_names), config.dtype)
+  image_size = tuple(config.data.image_size)
+  if results.get('evaluated') == 'initial':  # a run of 0 epochs: nothing was trained
+    variables = init_variables(config, model, image_size)
+    checkpoint = 'initial'
+  else:
+    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                              jax.ShapeDtypeStruct((1, *image_size, 3), np.float32))
+    phase, loaded = checkpoint_lib.restore_variables(
+        workdir, 'best' if checkpoint == 'best' else 'latest')
+    if phase == 'bottleneck':  # the checkpoint has the head; the base is as initialised
+      _check_fits(workdir, expected['params']['head'], loaded['params']['head'])
+      variables = init_variables(config, model, image_size)
+      variables['params'] = {**variables['params'], 'head': loaded['params']['head']}
+    else:
+      _check_fits(workdir, expected, {k: v for k, v in loaded.items() if v})
+      variables = loaded
+  history = wd.read_json('history.json') if (wd.root / 'history.json').exists() else []
+  return Run(config=config, class_names=class_names, model=model, variables=variables,
+             history=history, results=results, workdir=workdir, checkpoint=checkpoint)
