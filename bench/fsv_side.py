@@ -119,7 +119,7 @@ def epoch_from_jpeg(settings: dict) -> rows.Task:
   or test evaluation is timed; each repetition gets an empty decode cache.
   """
   config = _config('scratch_aug.py', settings, augment=rows.AUGMENTATION,
-                   train=dict(BOOK_OPTIMIZER, epochs=1))
+                   train=dict(BOOK_OPTIMIZER, epochs=1, evaluate_with='last'))
   folder = tempfile.TemporaryDirectory(prefix='fsv-bench-')
   os.symlink(os.path.join(settings['data_dir'], 'train'), os.path.join(folder.name, 'train'))
   config.data.dir = folder.name

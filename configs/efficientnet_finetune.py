@@ -5,6 +5,12 @@ r"""Fine-tuning EfficientNet-Lite's top block (stage 7 + top conv) with the head
   # another variant, with its own input size (240, 260) and dropout (0.2, 0.3):
   python -m experiments.run --config=configs/efficientnet_finetune.py:efficientnet_lite2 ...
 
+Data: TFDS cats_vs_dogs (1000/500/500 per class; prepared on first use, which
+needs the `tfds` extra) unless --config.data.dir=DIR names a folder of it.
+`--config=configs/efficientnet_finetune.py:smoke` (or
+`:efficientnet_lite2,smoke`) runs the whole pipeline on generated images in
+well under a minute.
+
 As configs/finetune.py: the head first trains on cached bottleneck features,
 then `@top_block` (this backbone's `block7.*` and `top_.*`) and `@head`
 train with augmentation. BatchNorm stays in inference mode on its ImageNet
@@ -17,11 +23,13 @@ once. Measured here (2026-11-23, 2-core CPU, features cached): test 99.1%
 (Lite0, 587 s), 98.9% (Lite1, 743 s), 99.2% (Lite2, ~1050 s); see README.
 """
 from fsv import config as config_lib
+from fsv.models import efficientnet_lite
 
 
-def get_config(name: str = 'efficientnet_lite0'):
+def get_config(arg: str = ''):
+  name, smoke = config_lib.arguments(arg, efficientnet_lite.VARIANTS, 'efficientnet_lite0')
   config = config_lib.base(name)
-  config.data.dir = '../shared/data/cats_vs_dogs_small'
+  config_lib.cats_vs_dogs(config)
   config.model.weights = 'imagenet'
   config.model.batch_norm = 'frozen'
   config.bottleneck.epochs = 30
@@ -37,4 +45,4 @@ def get_config(name: str = 'efficientnet_lite0'):
   config.train.eval_batch_size = 64
   config.train.optimizer = 'adam'
   config.train.learning_rate = 1e-5
-  return config
+  return config_lib.smoke(config) if smoke else config

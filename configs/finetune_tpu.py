@@ -21,15 +21,15 @@ What differs from configs/finetune.py, and only that:
   and 97.4% in bfloat16 at batches 16/20. For the book's rates add
   --config.bottleneck.learning_rate=1e-4 --config.train.learning_rate=1e-4.
 """
-import os
-
 import fsv
+from fsv import config as config_lib
 
 
-def get_config():
-  config = fsv.load_config(os.path.join(os.path.dirname(__file__), 'finetune.py'))
+def get_config(arg: str = ''):
+  _, smoke = config_lib.arguments(arg)
+  config = fsv.load_config('finetune')
   config.data.update(source='tfds', name='cats_vs_dogs', dir='', tfds_data_dir='')
   config.dtype = 'bfloat16'
   config.bottleneck.update(batch_size=64, eval_batch_size=128, learning_rate=4e-4)
   config.train.update(batch_size=64, eval_batch_size=128, learning_rate=3.2e-4)
-  return config
+  return config_lib.smoke(config) if smoke else config

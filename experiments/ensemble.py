@@ -7,11 +7,10 @@ Every subset of the runs is scored, with and without mirrored images
 (test-time augmentation), by validation accuracy; the test accuracy is
 computed for the chosen one only (fsv/ensemble.py).
 """
-import sys
-
 from absl import app
 from absl import flags
 
+from fsv import cli
 from fsv import ensemble
 from fsv import files
 
@@ -23,10 +22,7 @@ flags.mark_flags_as_required(['workdirs'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    chosen = ensemble.choose(_WORKDIRS.value)
-  except (FileNotFoundError, ValueError) as e:
-    sys.exit(f'error: {e}')
+  chosen = ensemble.choose(_WORKDIRS.value)
   print(f"{'validation':>10} {'val loss':>8}  flip  members")
   for c in chosen['ranking'][:10]:
     print(f"{c['val_accuracy']:10.4f} {c['val_loss']:8.4f}  {'yes' if c['flip'] else 'no ':4}"
@@ -38,4 +34,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -13,7 +13,7 @@ import os
 from absl import app
 from absl import flags
 
-from experiments import cli
+from fsv import cli
 from fsv import workdir as workdir_lib
 
 _RUN = cli.TrainedRunFlags()

@@ -11,7 +11,7 @@ listed with its reason and skipped.
 from absl import flags
 
 import fsv
-from experiments import cli
+from fsv import cli
 
 _RUN = cli.TrainedRunFlags()
 _IMAGES = cli.define_images_flag()

@@ -5,12 +5,11 @@ r"""Builds a balanced train/validation/test folder from a full dataset.
 
 SRC is either SRC/<class>/<images> or Kaggle's flat SRC/cat.123.jpg.
 """
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
 
+from fsv import cli
 from fsv import data
 
 _SRC = flags.DEFINE_string('src', None, 'The full dataset.')
@@ -30,14 +29,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   per_class = dict(zip(('train', 'validation', 'test'), map(int, _PER_CLASS.value)))
-  try:
-    summary = data.make_split(_SRC.value, _DST.value, per_class, seed=_SEED.value,
-                              link=_LINK.value)
-  except data.DataError as e:
-    sys.exit(f'error: {e}')  # the message names the problem; a traceback would not help
+  summary = data.make_split(_SRC.value, _DST.value, per_class, seed=_SEED.value,
+                            link=_LINK.value)
   for split, counts in summary.items():
     logging.info('%s: %s', split, counts)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

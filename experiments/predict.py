@@ -9,7 +9,7 @@ reason, in the CSV and on the console; the other rows are not shifted.
 """
 from absl import flags
 
-from experiments import cli
+from fsv import cli
 from fsv import files
 
 _RUN = cli.TrainedRunFlags()

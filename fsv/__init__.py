@@ -3,7 +3,7 @@
 The notebook API, without absl flags:
 
   import fsv
-  config = fsv.load_config('configs/scratch_aug.py')  # or fsv.base_config()
+  config = fsv.load_config('scratch_aug')        # a shipped config, or a path[:arg]
   config.data.dir = '../shared/data/cats_vs_dogs_small'
   config.train.epochs = 5
   data = fsv.load_dataset(config.data)           # decoded once, cached on disk
@@ -37,7 +37,7 @@ from fsv.models import build as build_model
 from fsv.run import Run
 from fsv.phases import fit
 from fsv.workdir import load_run
-from fsv.api import load_config
+from fsv.config_files import load as load_config
 from fsv.api import predict
 from fsv.imagenet import imagenet_top5
 

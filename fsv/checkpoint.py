@@ -3,20 +3,28 @@
 Layout under the workdir:
   checkpoints/<phase>/latest/<epoch>/  written after every epoch; resume starts here
   checkpoints/<phase>/best/<epoch>/    rewritten when validation accuracy improves
+  checkpoints/<phase>/damaged/         checkpoints set aside as unreadable
 Each holds the train state and, as JSON, the run's history so far, so a
 resumed run has every epoch exactly once. Orbax writes to a temporary
 directory and renames it when complete, so a killed process never leaves a
-partial checkpoint behind that would be picked up. A write that fails
+partial checkpoint behind that would be picked up, and removes such
+temporary directories when it opens the folder again. A write that fails
 (read-only, disk full) is a `WorkdirError` naming the directory.
+
+A checkpoint damaged after it was written (truncated arrays, missing or
+empty metadata) is never a reason to start over silently: a resume falls
+back from `latest` to `best` with a warning naming what was damaged (the
+damaged one is moved to `damaged/`), and stops with a WorkdirError when
+checkpoints exist but none can be read.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional
+import uuid
 
 from absl import logging
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from fsv import files
 from fsv.errors import ConfigError
@@ -27,11 +35,21 @@ _ITEMS = ('state', 'meta')
 PHASES = ('bottleneck', 'train')
 
 
+def _orbax():
+  """orbax.checkpoint, imported on first use: it takes a second to import, and
+  `import fsv` (notebooks, predict) does not need it."""
+  import orbax.checkpoint
+  return orbax.checkpoint
+
+
 class Checkpoints:
   """The latest and best checkpoints of one phase under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, phase: str = 'train'):
+    ocp = _orbax()
+    self._phase = phase
     self._root = files.as_path(workdir) / 'checkpoints' / phase
+    self._resume_from = 'latest'
 
     def manager(name):
       return ocp.CheckpointManager(
@@ -41,7 +59,11 @@ class Checkpoints:
 
     with self._writing():
       self._latest = manager('latest')
-      self._best = manager('best')
+      try:
+        self._best = manager('best')
+      except BaseException:
+        self._latest.close()
+        raise
 
   def _writing(self):
     # A failed write surfaces as tensorstore's ValueError ('... [os_error_code=28]'),
@@ -56,6 +78,7 @@ class Checkpoints:
     the best. A resumed run that repeats an epoch `best` already holds finds
     orbax skipping the save, and the state is the same anyway.
     """
+    ocp = _orbax()
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
     with self._writing():
@@ -64,8 +87,12 @@ class Checkpoints:
         self._best.wait_until_finished()
       self._latest.save(epoch, args=args)
 
-  def _restore(self, manager, like: Optional[Any]):
-    epoch = manager.latest_step()
+  def _managers(self) -> dict:
+    return {'latest': self._latest, 'best': self._best}
+
+  def _restore(self, manager, like: Optional[Any], epoch: Optional[int] = None):
+    ocp = _orbax()
+    epoch = manager.latest_step() if epoch is None else epoch
     if epoch is None:
       return None
     target = None if like is None else jax.tree_util.tree_map(
@@ -74,20 +101,92 @@ class Checkpoints:
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
     return restored.state, restored.meta
 
-  def restore_latest(self, like: Any):
-    """(state, meta) of the last complete epoch, or None for a fresh run."""
-    return self._restore(self._latest, like)
-
   def restore_best(self, like: Optional[Any]):
     """(state, meta) of the best epoch; with `like=None`, the state as saved."""
     return self._restore(self._best, like)
 
-  def latest_meta(self) -> Optional[dict]:
-    epoch = self._latest.latest_step()
+  def restore_latest(self, like: Optional[Any]):
+    """(state, meta) of the last complete epoch; with `like=None`, as saved."""
+    return self._restore(self._latest, like)
+
+  def _read_meta(self, name: str) -> tuple[int, dict]:
+    """(epoch, meta) of checkpoint `name`; raises _Unusable saying why not."""
+    manager = self._managers()[name]
+    epoch = manager.latest_step()
     if epoch is None:
-      return None
-    return self._latest.restore(epoch, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore())).meta
+      raise _Unusable('there is none')
+    args = _orbax().args
+    try:
+      meta = manager.restore(epoch, args=args.Composite(meta=args.JsonRestore())).meta
+    # Orbax, tensorstore and json report a damaged file with many exception
+    # types; nothing else runs here, so any failure means the file is damaged.
+    except Exception as e:  # pylint: disable=broad-except
+      raise _Unusable(f'epoch {epoch}: its metadata cannot be read '
+                      f'({type(e).__name__}: {e})') from e
+    mine = [h for h in (meta or {}).get('history') or [] if h.get('phase') == self._phase]
+    if not mine or mine[-1].get('epoch') != epoch:
+      raise _Unusable(f'epoch {epoch}: its history does not end with that epoch')
+    return epoch, meta
+
+  def _has_checkpoints(self) -> bool:
+    return any(folder.is_dir() and any(folder.iterdir())
+               for folder in (self._root / 'latest', self._root / 'best'))
+
+  def resume_meta(self) -> Optional[dict]:
+    """The metadata (history) to resume from: latest's, or best's with a
+    warning when latest is damaged or missing; None when the phase has no
+    checkpoint at all. A WorkdirError when it has some and none is readable."""
+    problems = []
+    for name in ('latest', 'best'):
+      try:
+        _, meta = self._read_meta(name)
+      except _Unusable as e:
+        problems.append(f'{name}: {e}')
+        continue
+      if problems:
+        logging.warning('%s: resuming from the best checkpoint, as the latest is unusable '
+                        '(%s)', self._root, problems[0])
+      self._resume_from = name
+      return meta
+    if self._has_checkpoints():
+      raise WorkdirError(f'{self._root}: no checkpoint can be read ({"; ".join(problems)}); '
+                         'move the folder away to start this phase over')
+    return None
+
+  def restore_for_resume(self, like: Any) -> tuple[Any, dict]:
+    """(state, meta) to resume from, as `resume_meta` chose; if latest's arrays
+    turn out damaged, best's (with a warning). A damaged latest is moved to
+    `damaged/`, so that the epochs after best are saved again."""
+    problems = []
+    for name in ('latest', 'best')[('latest', 'best').index(self._resume_from):]:
+      try:
+        epoch, _ = self._read_meta(name)
+        state, meta = self._restore(self._managers()[name], like, epoch)
+      except _Unusable as e:
+        problems.append(f'{name}: {e}')
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        # As in _read_meta: damaged arrays surface with many exception types.
+        problems.append(f'{name} epoch {epoch}: its arrays cannot be read '
+                        f'({type(e).__name__}: {e})')
+        continue
+      if name == 'best' and self._latest.latest_step() is not None:
+        logging.warning('%s: resuming from the best checkpoint (epoch %d), as the latest '
+                        'is unusable (%s)', self._root, epoch, problems[0] if problems else
+                        'it is older than the best')
+        self._set_aside('latest')
+      return state, meta
+    raise WorkdirError(f'{self._root}: no checkpoint can be read ({"; ".join(problems)}); '
+                       'move the folder away to start this phase over')
+
+  def _set_aside(self, name: str) -> None:
+    manager = self._managers()[name]
+    damaged = self._root / 'damaged'
+    with self._writing():
+      damaged.mkdir(parents=True, exist_ok=True)
+      for step in manager.all_steps():
+        (self._root / name / str(step)).rename(damaged / f'{name}-{step}-{uuid.uuid4().hex[:8]}')
+      manager.reload()
 
   def wait(self) -> None:
     with self._writing():
@@ -100,10 +199,15 @@ class Checkpoints:
       self._best.close()
 
 
+class _Unusable(Exception):
+  """A checkpoint that cannot be resumed from; the message says why."""
+
+
 def saved_history(newest_first: Iterable[Checkpoints]) -> list:
-  """The history in the newest phase's latest checkpoint (it includes earlier phases)."""
+  """The history to resume from, of the newest phase with a checkpoint (it
+  includes the earlier phases); [] for a fresh run."""
   for checkpoints in newest_first:
-    meta = checkpoints.latest_meta()
+    meta = checkpoints.resume_meta()
     if meta is not None:
       return meta['history']
   return []

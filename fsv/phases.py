@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
 import jax
@@ -36,12 +36,15 @@ from fsv import loop
 from fsv import models
 from fsv import parallel
 from fsv import partition
+from fsv import progress
 from fsv import workdir as workdir_lib
+from fsv.data import holdout
 from fsv.errors import ConfigError, DataError
 from fsv.run import Run
 
 
-def _check_classes(config, class_names: tuple[str, ...]) -> None:
+def _check_data(config, class_names: tuple[str, ...], splits: tuple[str, ...]) -> None:
+  """What the run needs of the data, checked before any image is decoded."""
   found = len(class_names)
   wanted = config.model.num_classes
   if wanted and wanted != found:
@@ -50,6 +53,19 @@ def _check_classes(config, class_names: tuple[str, ...]) -> None:
         f'{list(class_names)}')
   if found < 2:
     raise ConfigError(f'the data has {found} class(es) {list(class_names)}; need at least 2')
+  if 'train' not in splits:
+    raise DataError('the dataset has no train split')
+  trains = config.bottleneck.epochs or config.train.epochs
+  if 'validation' in splits and config.data.validation_split:
+    raise ConfigError(f'config.data.validation_split={config.data.validation_split}: the '
+                      'data has a validation split already; set it to 0')
+  if ('validation' not in splits and not config.data.validation_split and trains
+      and config.train.evaluate_with == 'best'):
+    raise ConfigError(
+        'the data has no validation split (a validation/, valid/ or val/ folder), so the '
+        "best epoch would be chosen by training accuracy: hold out part of train with "
+        "--config.data.validation_split=0.2, or evaluate the last epoch with "
+        "--config.train.evaluate_with=last")
 
 
 def _check_trainable(config) -> None:
@@ -157,14 +173,18 @@ def _evaluate(phase: loop.Phase, variables, history: list, evaluated: str, datas
 
 def fit(config, dataset: Optional[data_lib.Dataset] = None,
         workdir: Optional[str] = None,
-        mesh: Optional[jax.sharding.Mesh] = None) -> Run:
+        mesh: Optional[jax.sharding.Mesh] = None,
+        allow_changes: Sequence[str] = ()) -> Run:
   """Trains as `config` describes; with a workdir, checkpoints and resumes.
 
   `config` may be a full ConfigDict or a partial dict (missing keys take
   their defaults). Without `dataset`, it is loaded from `config.data`.
   `mesh` (`parallel.make_mesh`) is the devices to run on, by default all.
-  Returns the trained `Run` (its `results`, `history`, `predict`, ...).
-  Errors whose message says what to fix derive from `fsv.Error`.
+  A workdir that holds a run is resumed only with the same config, except
+  for the keys in `allow_changes` (see `workdir.RESUMABLE_KEYS`), and the
+  same data. Returns the trained `Run` (its `results`, `history`,
+  `predict`, ...). Errors whose message says what to fix derive from
+  `fsv.Error`.
   """
   started = time.time()
   config = config_lib.validate(config)
@@ -175,47 +195,66 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   _check_trainable(config)
   if config.init_from:
     workdir_lib.check_init_from(config.init_from)
-  wd = workdir_lib.Workdir(workdir) if workdir else None
-  if wd:
-    wd.check_writable()
-  check_classes = functools.partial(_check_classes, config)
+  if not workdir:
+    return _fit(config, dataset, None, mesh, {}, started)
+  wd = workdir_lib.Workdir(workdir)
+  wd.check_writable()
+  with wd.locked():
+    changes = wd.config_changes(config, allow_changes)
+    try:
+      return _fit(config, dataset, wd, mesh, changes, started)
+    finally:
+      wd.close()
+
+
+def _fit(config, dataset: Optional[data_lib.Dataset], wd: Optional[workdir_lib.Workdir],
+         mesh: jax.sharding.Mesh, changes: dict, started: float) -> Run:
+  """`fit` once the config and the workdir are known to be usable."""
+  check_data = functools.partial(_check_data, config)
   if dataset is None:
-    dataset = data_lib.load(config.data, check_classes)
+    dataset = data_lib.load(config.data, check_data)
   else:
-    check_classes(dataset.class_names)
-  if 'train' not in dataset.splits:
-    raise DataError('the dataset has no train split')
+    check_data(dataset.class_names, tuple(dataset.splits))
+  if config.data.validation_split:
+    dataset = holdout.with_validation_split(dataset, config.data.validation_split, config.seed)
+  if wd:
+    wd.check_same_data(dataset)
   model = models.build(config.model, dataset.num_classes, config.dtype)
   variables = workdir_lib.init_variables(config, model,
                                          dataset.splits['train'].images.shape[1:3])
 
-  checkpoints, history = {}, []
   if wd:
     wd.write_config(config)
     wd.write_data_report(dataset)
-    checkpoints = {name: wd.checkpoints(name) for name in loop.PHASES}
-    history = checkpoint_lib.saved_history(checkpoints[name] for name in reversed(loop.PHASES))
   on_epoch_end = wd.write_history if wd else lambda history: None
+  # Recorded with the first epoch trained under the changed config.
+  note = {'config_changes': changes} if changes else {}
 
   evaluated = config.train.evaluate_with
   pick = lambda last, best: best if evaluated == 'best' else last
-  phase = None
+  phase, checkpoints, history = None, {}, []
   try:
+    if wd:
+      for name in loop.PHASES:
+        checkpoints[name] = wd.checkpoints(name)
+      history = checkpoint_lib.saved_history(checkpoints[name]
+                                             for name in reversed(loop.PHASES))
     # Once the train phase has checkpoints, they hold the head trained before it.
     if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
       phase = _bottleneck_phase(config, model, variables, dataset, mesh)
       _log_partition(phase, variables['params']['head'])
       head = pick(*loop.train_phase(phase, {'params': variables['params']['head']},
                                     config.seed, history, checkpoints.get('bottleneck'),
-                                    on_epoch_end, mesh))
+                                    on_epoch_end, mesh, note))
       variables = {**variables, 'params': {**variables['params'], 'head': head['params']}}
     if config.train.epochs:
       phase = _train_phase(config, model, variables, dataset)
       _log_partition(phase, variables['params'])
       variables = pick(*loop.train_phase(phase, variables, config.seed, history,
-                                         checkpoints.get('train'), on_epoch_end, mesh))
+                                         checkpoints.get('train'), on_epoch_end, mesh, note))
   finally:
-    # Also on an error: the last epoch's asynchronous save completes.
+    # Also on an error: the last epoch's asynchronous save completes, and no
+    # checkpointer thread outlives the run (orbax's raise at interpreter exit).
     for manager in checkpoints.values():
       manager.close()
 
@@ -225,6 +264,7 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
                          else {'params': variables['params']['head']})
   results, arrays, test_evaluation = _evaluate(phase, evaluated_variables, history, evaluated,
                                                dataset, mesh)
+  results.update(note)  # changes no epoch took up, such as `evaluate_with`
   if wd:
     wd.write_predictions(arrays)
     if test_evaluation is not None:
@@ -233,7 +273,8 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   if wd:
     results['workdir_format'] = workdir_lib.FORMAT
     wd.write_results(results)
-  logging.info('results: %s', results)
+  progress.report('results: ' + ', '.join(
+      f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in results.items()))
   return Run(config=config, class_names=dataset.class_names, model=model, variables=variables,
-             history=history, results=results, workdir=workdir, checkpoint=evaluated,
-             dataset=dataset, mesh=mesh)
+             history=history, results=results, workdir=wd.path if wd else None,
+             checkpoint=evaluated, dataset=dataset, mesh=mesh)

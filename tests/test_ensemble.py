@@ -92,7 +92,7 @@ def test_runs_on_different_examples_are_refused(tmp_path):
   arrays = dict(np.load(tmp_path / 'b' / 'predictions.npz'))
   arrays['test/files'] = arrays['test/files'][::-1]
   workdir.Workdir(str(tmp_path / 'b')).write_predictions(arrays)
-  with pytest.raises(ValueError, match='different test files'):
+  with pytest.raises(fsv.DataError, match='different test files'):
     ensemble.choose([a, b])
 
 

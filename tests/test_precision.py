@@ -4,7 +4,6 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import fsv
 from fsv import augment

@@ -276,6 +276,41 @@ def test_pickled_npz_is_refused(tmp_path):
     pretrained.load_vgg(16, str(tmp_path / 'p.npz'))
 
 
+def test_npz_declaring_more_than_it_holds_is_refused_before_allocating(tmp_path):
+  # A 100-byte member whose header asks for 4 TB: numpy would allocate first.
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '<f4', 'fortran_order': False, 'shape': (10**6, 10**6)})
+  with zipfile.ZipFile(tmp_path / 'bomb.npz', 'w') as archive:
+    archive.writestr('block1_conv1/kernel.npy', header.getvalue() + bytes(16))
+  with pytest.raises(WeightsError, match=r'bomb.npz: not a readable .npz of weights \(.*'
+                     r'declares 4000000000000 bytes .* but it holds 16\)'):
+    pretrained.load_vgg(16, str(tmp_path / 'bomb.npz'))
+
+
+def _h5(path, build):
+  with h5py.File(path, 'w') as f:
+    build(f)
+  return path
+
+
+@pytest.mark.parametrize('build,expected', [
+    pytest.param(lambda f: f.attrs.create('layer_names', [b'\xff\xfe']),
+                 r'not a readable Keras weights file \(Unicode(De|En)codeError',
+                 id='undecodable name'),
+    pytest.param(lambda f: f.attrs.create('layer_names', [b'block1_conv1']),
+                 r'not a readable Keras weights file \(KeyError', id='missing layer group'),
+    pytest.param(lambda f: f.create_group('layers/conv2d/vars').create_dataset(
+        'kernel', data=np.zeros((3, 3, 3, 64), np.float32)),
+                 r'layers/conv2d/vars holds variables \[.kernel.\], not the numbered 0, 1',
+                 id='unnumbered Keras 3 variables'),
+])
+def test_malformed_keras_files_are_named(tmp_path, build, expected):
+  path = _h5(tmp_path / 'bad.weights.h5', build)
+  with pytest.raises(WeightsError, match=expected):
+    pretrained.load_vgg(16, str(path))
+
+
 def test_conv_digest_is_canonical(params16):
   digest = pretrained.conv_digest(params16)
   reordered = {name: {'bias': l['bias'], 'kernel': l['kernel'].astype(np.float64)}

@@ -93,8 +93,10 @@ def test_workdir_outputs_and_resume_continue_from_saved_epoch(tmp_path):
 
   workdir = str(tmp_path / 'interrupted')
   fsv.fit(_config(epochs=2), dataset=data, workdir=workdir)  # "interrupted" after 2
-  resumed = fsv.fit(_config(epochs=3), dataset=data, workdir=workdir)
+  resumed = fsv.fit(_config(epochs=3), dataset=data, workdir=workdir,
+                    allow_changes=('train.epochs',))
   assert [h['epoch'] for h in resumed.history] == [1, 2, 3]
+  assert resumed.history[2].pop('config_changes') == {'train.epochs': [2, 3]}
   # resumed == uninterrupted, bit for bit
   assert _without_seconds(resumed.history) == _without_seconds(full.history)
   _assert_trees_equal(resumed.params, full.params)

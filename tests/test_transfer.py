@@ -2,7 +2,6 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -63,7 +62,7 @@ def test_finetune_trains_block5_and_head_only_and_resumes(tmp_path, dataset):
 
   # Asking for more epochs resumes the train phase; the head phase is not redone.
   config.train.epochs = 3
-  resumed = fsv.fit(config, dataset=dataset, workdir=workdir)
+  resumed = fsv.fit(config, dataset=dataset, workdir=workdir, allow_changes=('train.epochs',))
   assert [(h['phase'], h['epoch']) for h in resumed.history][-2:] == [
       ('train', 2), ('train', 3)]
   assert len(resumed.history) == 5

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
+import hashlib
+import json
 import os
+import stat
 from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -43,6 +47,14 @@ class Split:
   images: np.ndarray        # (N, H, W, 3) uint8
   labels: np.ndarray        # (N,) int32, index into Dataset.class_names
   files: tuple[str, ...]    # path relative to the dataset root, or a TFDS id
+
+  @functools.cached_property
+  def digest(self) -> str:
+    """sha256 of the files, labels and pixels: equal digests, equal data."""
+    h = hashlib.sha256(json.dumps([list(self.files), self.labels.tolist()]).encode())
+    h.update(f'{self.images.shape}{self.images.dtype}'.encode())
+    h.update(np.ascontiguousarray(self.images).tobytes())
+    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +108,33 @@ def _check_pixels(image: Image.Image, file: str):
                    f'decompression-bomb limit of {limit}')
 
 
+_SPECIAL_FILES = ((stat.S_ISFIFO, 'a named pipe'), (stat.S_ISCHR, 'a character device'),
+                  (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'),
+                  (stat.S_ISDIR, 'a folder'))
+
+
+def not_a_regular_file(path: str) -> str:
+  """Why `path` (after links) is not a regular file, or '' if it is one or
+  cannot be looked at (the open then says why)."""
+  try:
+    mode = os.stat(path).st_mode
+  except OSError:
+    return ''
+  for test, kind in _SPECIAL_FILES:
+    if test(mode):
+      return f'not a regular file but {kind}'
+  return ''
+
+
 def decode_file(path: str, image_size: tuple[int, int],
                 interpolation: str) -> tuple[np.ndarray, bool]:
-  """Returns the (H, W, 3) uint8 image upright, and whether it was not RGB."""
+  """Returns the (H, W, 3) uint8 image upright, and whether it was not RGB.
+
+  Only regular files are read: a pipe or a device named like an image would
+  block or never end."""
+  special = not_a_regular_file(path)
+  if special:
+    raise BadImage(path, special)
   try:
     with Image.open(path) as image:
       _check_pixels(image, path)

@@ -2,9 +2,13 @@
 
 The layout of Keras' `flow_from_directory`: classes are the sub-folders of a
 split, sorted by name; images may sit in nested folders below a class folder.
-As there (follow_links=False), a symbolic link to an image is read but one to
-a folder is not walked; it is reported as ignored, like hidden and non-image
-files. The whole layout is checked before anything is decoded.
+The validation split may also be called `valid/` or `val/` (fastai's and
+the dog-breed dataset's layouts). As in Keras (follow_links=False), a
+symbolic link to an image is read but one to a folder is not walked, at any
+level; it is reported as ignored, like hidden and non-image files. A folder
+that cannot be read is an error naming it: its images would otherwise be
+missing without a word. The whole layout is checked before anything is
+decoded.
 """
 from __future__ import annotations
 
@@ -17,11 +21,15 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
+from fsv import progress
 from fsv.data import cache
 from fsv.data import decode
 from fsv.data.decode import DataError, Split, SplitReport
 
 SPLITS = ('train', 'validation', 'test')
+# The folder names each split may have, in order of preference.
+SPLIT_FOLDERS = {'train': ('train',), 'validation': ('validation', 'valid', 'val'),
+                 'test': ('test',)}
 IMAGE_EXTENSIONS = frozenset(
     ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'))
 
@@ -38,9 +46,14 @@ class _SplitListing:
   ignored: list[str]             # hidden or non-image entries, relative to DIR
 
 
+def _unreadable(error: OSError):
+  raise DataError(f'{error.filename}: cannot be read ({error.strerror}); the images in it '
+                  'would be missing without a word') from error
+
+
 def _list_class(root: pathlib.Path, folder: pathlib.Path) -> tuple[list[str], list[str]]:
   images, ignored = [], []
-  for dirpath, dirnames, filenames in os.walk(folder):
+  for dirpath, dirnames, filenames in os.walk(folder, onerror=_unreadable):
     rel = pathlib.Path(dirpath).relative_to(root)
     # Hidden folders (.ipynb_checkpoints, ...) and linked ones (which os.walk
     # would silently skip) are not walked, only reported.
@@ -55,8 +68,12 @@ def _list_class(root: pathlib.Path, folder: pathlib.Path) -> tuple[list[str], li
 
 def _list_split(root: pathlib.Path, split: str) -> _SplitListing:
   classes, ignored = {}, []
-  for entry in os.scandir(root / split):
-    if entry.is_dir() and not entry.name.startswith('.'):
+  try:
+    entries = list(os.scandir(root / split))
+  except OSError as e:
+    _unreadable(e)
+  for entry in entries:
+    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith('.'):
       images, more = _list_class(root, root / split / entry.name)
       classes[entry.name] = images
       ignored += more
@@ -65,19 +82,30 @@ def _list_split(root: pathlib.Path, split: str) -> _SplitListing:
   return _SplitListing(classes, ignored)
 
 
-def _list(root: pathlib.Path) -> tuple[tuple[str, ...], dict[str, _SplitListing]]:
-  """Class names and each present split's files; raises on a bad layout."""
+def _list(root: pathlib.Path
+          ) -> tuple[tuple[str, ...], dict[str, str], dict[str, _SplitListing]]:
+  """Class names, each present split's folder and files; raises on a bad layout."""
   if not root.is_dir():
     raise DataError(f'data.dir {str(root)!r} is not a directory')
   if not (root / 'train').is_dir():
     raise DataError(f'{root}: no train/ folder; expected {root}/train/<class>/<images>')
-  listings = {s: _list_split(root, s) for s in SPLITS if (root / s).is_dir()}
+  folders = {}
+  for split, names in SPLIT_FOLDERS.items():
+    present = [name for name in names if (root / name).is_dir()]
+    if len(present) > 1:
+      raise DataError(f'{root}: both {" and ".join(f"{n}/" for n in present)} are there; '
+                      f'which is the {split} split? Keep one of them')
+    if present:
+      folders[split] = present[0]
+      if present[0] != split:
+        progress.report(f'{split} split: {root / present[0]}')
+  listings = {split: _list_split(root, folder) for split, folder in folders.items()}
   class_names = tuple(sorted(listings['train'].classes))
   if not class_names:
     raise DataError(f'{root / "train"}: no class folders')
   for split, listing in listings.items():
-    _check_classes(root / split, listing, class_names, "train/'s")
-  return class_names, listings
+    _check_classes(root / folders[split], listing, class_names, "train/'s")
+  return class_names, folders, listings
 
 
 def _check_classes(folder: pathlib.Path, listing: _SplitListing,
@@ -95,6 +123,9 @@ def _check_classes(folder: pathlib.Path, listing: _SplitListing,
 
 
 def _sha256(path: pathlib.Path) -> str:
+  special = decode.not_a_regular_file(str(path))
+  if special:  # a pipe or device would block or never end
+    return f'unreadable: {special}'
   try:
     return hashlib.sha256(path.read_bytes()).hexdigest()
   except OSError as e:
@@ -131,16 +162,17 @@ def _load_split(root: pathlib.Path, split: str, listing: _SplitListing,
 
 
 def load(config: ml_collections.ConfigDict,
-         check_classes: Callable[[tuple[str, ...]], None]
+         check: Callable[[tuple[str, ...], tuple[str, ...]], None]
          ) -> tuple[tuple[str, ...], dict[str, tuple[Split, SplitReport]]]:
-  """Class names and the splits under `config.dir` (a run's `data` group)."""
+  """Class names and the splits under `config.dir` (a run's `data` group);
+  `check(class names, split names)` runs before any image is decoded."""
   if not config.dir:  # Path('') would be the current directory
     raise DataError('data.dir is empty; set it to DIR of DIR/train/<class>/<images>')
   root = pathlib.Path(config.dir).expanduser()
-  class_names, listings = _list(root)
-  check_classes(class_names)
+  class_names, folders, listings = _list(root)
+  check(class_names, tuple(listings))
   return class_names, {
-      split: _load_split(root, split, listing, class_names, config)
+      split: _load_split(root, folders[split], listing, class_names, config)
       for split, listing in listings.items()}
 
 

@@ -75,11 +75,14 @@ def make_split(src: str, dst: str, per_class: Mapping[str, int], seed: int = 0,
     for split, start, stop in zip(SPLITS, bounds[:-1], bounds[1:]):
       plan += [(by_class[name][i], dst_path / split / name) for i in order[start:stop]]
 
-  for file, folder in plan:
-    folder.mkdir(parents=True, exist_ok=True)
-    if link:
-      os.symlink(file.resolve(), folder / file.name)
-    else:
-      shutil.copy2(file, folder / file.name)
+  try:
+    for file, folder in plan:
+      folder.mkdir(parents=True, exist_ok=True)
+      if link:
+        os.symlink(file.resolve(), folder / file.name)
+      else:
+        shutil.copy2(file, folder / file.name)
+  except OSError as e:
+    raise DataError(f'cannot write the split into {dst}: {e}') from None
   return {split: {name: count for name in sorted(by_class)}
           for split, count in counts.items() if count}

@@ -8,7 +8,9 @@ each class gives its first `per_class.train` examples to train, its next
 from __future__ import annotations
 
 import functools
+import socket
 from typing import Any, Callable, Sequence
+import urllib.parse
 
 import ml_collections
 import numpy as np
@@ -24,14 +26,48 @@ from fsv.data.folder import SPLITS
 _CHUNK = 256
 
 
+def _cannot_download(builder: tfds.core.DatasetBuilder) -> str:
+  """Why downloading the dataset would fail, or ''. Asked before TFDS tries:
+  offline, TFDS retries for minutes before it gives up."""
+  for url in getattr(builder, 'url_infos', None) or {}:
+    host = urllib.parse.urlparse(url).hostname
+    try:
+      socket.create_connection((host, 443), timeout=10).close()
+    except OSError as e:
+      return f'cannot be downloaded (no network? {host}: {e})'
+  return ''
+
+
+def _ways_out(name: str) -> str:
+  return ('Either point at an image folder with --config.data.dir=DIR '
+          '(`python -m experiments.make_split` builds one from a download such as '
+          'Kaggle\'s "Dogs vs. Cats" train folder), or prepare the dataset where there is '
+          f'a network (`tfds build {name} --file_format=array_record`) and set '
+          '--config.data.tfds_data_dir to a copy of it')
+
+
 def _source(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict):
   if not builder.is_prepared():
+    where = f'TFDS dataset {config.name!r} is not prepared in {builder.data_dir}'
     if not config.download:
-      raise DataError(
-          f'TFDS dataset {config.name!r} is not prepared in {builder.data_dir}; '
-          'set data.download=True to let TFDS download and prepare it, or prepare '
-          f'it with `tfds build {config.name} --file_format=array_record`')
-    builder.download_and_prepare(file_format='array_record')
+      raise DataError(f'{where}; set data.download=True to let TFDS download and prepare '
+                      f'it. {_ways_out(config.name)}')
+    blocker = _cannot_download(builder)
+    if blocker:
+      raise DataError(f'{where} and {blocker}. {_ways_out(config.name)}')
+    try:
+      builder.download_and_prepare(file_format='array_record')
+    except OSError as e:  # requests' errors are OSErrors too
+      raise DataError(f'{where} and downloading it failed ({e}). '
+                      f'{_ways_out(config.name)}') from None
+    except ImportError as e:
+      if e.name != 'tensorflow':
+        raise
+      # Some builders (cats_vs_dogs) re-encode the images with TensorFlow while
+      # they prepare the dataset; reading it back needs none.
+      raise DataError(f'{where}: preparing it needs TensorFlow, pip install -e '
+                      "'.[tfds]' and run again (TFDS keeps what it downloaded). "
+                      f'{_ways_out(config.name)}') from None
   return builder.as_data_source(config.tfds_split)
 
 
@@ -64,9 +100,10 @@ def _carve(source: Sequence[Any], class_names: tuple[str, ...], per_class: dict[
 
 
 def load(config: ml_collections.ConfigDict,
-         check_classes: Callable[[tuple[str, ...]], None]
+         check: Callable[[tuple[str, ...], tuple[str, ...]], None]
          ) -> tuple[tuple[str, ...], dict[str, tuple[Split, SplitReport]]]:
-  """Class names and the carved splits of TFDS dataset `config.name`."""
+  """Class names and the carved splits of TFDS dataset `config.name`;
+  `check(class names, split names)` runs before anything is read."""
   builder = tfds.builder(config.name, data_dir=config.tfds_data_dir or None)
   features = builder.info.features
   if not ('image' in features and 'label' in features
@@ -74,11 +111,11 @@ def load(config: ml_collections.ConfigDict,
     raise DataError(f'TFDS dataset {config.name!r} has no image and class label '
                     f'features: {features}')
   class_names = tuple(features['label'].names)
-  check_classes(class_names)
   per_class = {split: int(config.per_class[split]) for split in SPLITS}
   if not per_class['train']:
     raise DataError(f'data.per_class.train is 0: the {config.name!r} dataset '
                     'would have no train split')
+  check(class_names, tuple(split for split in SPLITS if per_class[split]))
   image_size = tuple(config.image_size)
   where = f'{config.name}:{builder.version} split {config.tfds_split!r}'
 

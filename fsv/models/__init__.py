@@ -17,8 +17,8 @@ A backbone is one module declaring:
                              Grad-CAM explains (fsv/explain.py);
   validate_config, build     checks and the Flax module;
 optionally head_of (a separately trainable `head`, for bottleneck features),
-pretrained_variables (its weight sources) and imagenet_model (its ImageNet
-classifier, for `fsv.imagenet_top5`). Adding a backbone is one module and one
+pretrained_variables and pretrained_in_cache (its weight sources) and
+imagenet_model (its ImageNet classifier, for `fsv.imagenet_top5`). Adding a backbone is one module and one
 line in `_REGISTRY`.
 """
 from __future__ import annotations
@@ -147,6 +147,13 @@ def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dic
   variables = _random_variables(model, key, tuple(image_shape))
   load = getattr(_module(config.name), 'pretrained_variables', None)
   return load(config, variables) if load else variables
+
+
+def uses_uncached_weights(config) -> bool:
+  """Whether the model would fetch pretrained weights that are not in the cache."""
+  module = _module(config.name)
+  return (bool(config.get('weights')) and config.weights == 'imagenet'
+          and not module.pretrained_in_cache(config))
 
 
 def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict, tuple[int, int]]:

@@ -251,6 +251,12 @@ def pretrained_variables(config, variables: dict) -> dict:
           for kind in set(variables) | set(loaded)}
 
 
+def pretrained_in_cache(config) -> bool:
+  """Whether `config.weights='imagenet'` would load without a download."""
+  from fsv.pretrained import efficientnet
+  return efficientnet.cache_path(config.name, config.cache_dir).is_file()
+
+
 def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict]:
   """The ImageNet classifier and its variables (for `fsv.imagenet_top5`)."""
   config = default_config(name)

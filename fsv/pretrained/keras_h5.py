@@ -50,8 +50,14 @@ def read(path: pathlib.Path, by_position: Mapping[str, Sequence[str]]
         return _classic(weights, path)
       if 'layers' in f:
         return _keras3(f, path, by_position)
-  except (OSError, KeyError, zipfile.BadZipFile) as e:
-    raise WeightsError(f'{path}: not a readable Keras weights file ({e})') from None
+  except WeightsError:
+    raise
+  # h5py and a malformed file's attributes (names that are not text, groups
+  # that are not there) surface as these; the file is then not Keras's.
+  except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError,
+          zipfile.BadZipFile) as e:
+    raise WeightsError(f'{path}: not a readable Keras weights file '
+                       f'({type(e).__name__}: {e})') from None
   raise WeightsError(
       f'{path}: no Keras weights found: neither a layer_names attribute (Keras 2, '
       'legacy .h5) nor a layers/ group (Keras 3 .weights.h5)')
@@ -93,6 +99,9 @@ def _keras3(f: h5py.File, path: pathlib.Path, by_position: Mapping[str, Sequence
                and len(item) else None)
   layers: dict[str, tuple[np.ndarray, ...]] = {}
   for key, group in groups:
+    if not all(name.isdigit() for name in group):
+      raise WeightsError(f'{path}: {key} holds variables {sorted(group)}, not the numbered '
+                         '0, 1, ... of a Keras 3 weights file')
     arrays = tuple(np.asarray(group[i]) for i in sorted(group, key=int))
     name = group.attrs.get('name')
     _add(layers, _text(name) if name is not None else _by_position(key, by_position),

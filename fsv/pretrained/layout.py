@@ -116,8 +116,7 @@ def conv_digest(params: Mapping[str, Mapping[str, np.ndarray]]) -> str:
 def read_npz(path: pathlib.Path) -> dict[str, tuple[np.ndarray, ...]]:
   """The layers of an .npz with arrays named '<layer>/kernel' and '<layer>/bias'."""
   try:
-    with np.load(path, allow_pickle=False) as arrays:
-      named = {key: arrays[key] for key in arrays.files}
+    named = files.read_npz(path)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise WeightsError(f'{path}: not a readable .npz of weights ({e})') from None
   layers: dict[str, dict[str, np.ndarray]] = {}

@@ -1,0 +1,37 @@
+"""Every shipped config's `:smoke` variant runs its whole pipeline: generated
+images decoded from JPEG files, each phase for an epoch, checkpoints,
+evaluation, and the run loads back. Without cached ImageNet weights the
+smoke variant trains random ones (said in the log), so this runs offline."""
+import json
+import os
+
+import pytest
+
+import fsv
+from fsv import config_files
+
+CONFIGS = [name for name in config_files.shipped()]
+VARIANTS = {'efficientnet_finetune': 'efficientnet_lite1'}  # another variant, once
+
+
+def test_every_shipped_config_is_covered():
+  assert set(CONFIGS) == {'bottleneck', 'efficientnet_feature_extraction',
+                          'efficientnet_finetune', 'feature_extraction', 'finetune',
+                          'finetune_tpu', 'scratch', 'scratch_aug'}
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_smoke_variant_runs_the_whole_pipeline(name, tmp_path):
+  argument = ','.join(filter(None, [VARIANTS.get(name), 'smoke']))
+  config = fsv.load_config(f'{name}:{argument}')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  workdir = str(tmp_path / 'work')
+  run = fsv.fit(config, workdir=workdir)
+  phases = [h['phase'] for h in run.history]
+  expected = [p for p in ('bottleneck', 'train') if fsv.load_config(name)[p].epochs]
+  assert phases == expected
+  assert 0 <= run.results['test_accuracy'] <= 1
+  assert json.load(open(os.path.join(workdir, 'evaluation', 'test', 'metrics.json')))[
+      'examples'] == 16
+  loaded = fsv.load_run(workdir)
+  assert loaded.predict(run.dataset.splits['test'].images[:2]).shape == (2, 2)
