@@ -27,6 +27,7 @@ __version__ = '0.1.0'
 from fsv.errors import ConfigError  # noqa: E402
 from fsv.errors import DataError
 from fsv.errors import Error
+from fsv.errors import ExportError
 from fsv.errors import NonFiniteLossError
 from fsv.errors import WeightsError
 from fsv.errors import WorkdirError
@@ -42,7 +43,7 @@ from fsv.api import predict
 from fsv.imagenet import imagenet_top5
 
 __all__ = [
-    'ConfigError', 'DataError', 'Error', 'NonFiniteLossError', 'Run', 'WeightsError',
-    'WorkdirError', '__version__', 'base_config', 'build_model', 'fit', 'imagenet_top5',
-    'load_config', 'load_dataset', 'load_run', 'predict', 'validate_config',
+    'ConfigError', 'DataError', 'Error', 'ExportError', 'NonFiniteLossError', 'Run',
+    'WeightsError', 'WorkdirError', '__version__', 'base_config', 'build_model', 'fit',
+    'imagenet_top5', 'load_config', 'load_dataset', 'load_run', 'predict', 'validate_config',
 ]

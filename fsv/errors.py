@@ -26,5 +26,9 @@ class WorkdirError(Error):
   """A workdir that cannot be written or read back; the message names the path."""
 
 
+class ExportError(Error):
+  """An export that cannot be made or does not agree with fsv; says which."""
+
+
 class NonFiniteLossError(Error):
   """A NaN or inf training loss; the message names the phase, epoch and step."""

@@ -55,6 +55,14 @@ def map_batches(fn: Callable, variables: Any, inputs: Sequence[np.ndarray], batc
   return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *chunks)
 
 
+def _outputs(model: nn.Module, variables, images, rescale: float,
+             features_only: bool = False) -> jax.Array:
+  """The model's float32 outputs of a batch, preprocessed as evaluation is."""
+  inputs = augment_lib.preprocess(images, rescale)
+  kwargs = {'features_only': True} if features_only else {}
+  return model.apply(variables, inputs, **kwargs).astype(jnp.float32)
+
+
 @functools.partial(jax.jit, static_argnames=('model', 'rescale', 'features_only'))
 def _apply(variables, images, flip, *, model: nn.Module, rescale: float,
            features_only: bool):
@@ -62,9 +70,23 @@ def _apply(variables, images, flip, *, model: nn.Module, rescale: float,
   # compilation. Cached features (a head's inputs) are never mirrored.
   if images.ndim == 4:
     images = jnp.where(flip, images[:, :, ::-1], images)
-  inputs = augment_lib.preprocess(images, rescale)
-  kwargs = {'features_only': True} if features_only else {}
-  return model.apply(variables, inputs, **kwargs).astype(jnp.float32)
+  return _outputs(model, variables, images, rescale, features_only)
+
+
+def _to_probabilities(logits_: jax.Array) -> jax.Array:
+  """Two classes share one sigmoid unit, p(class 1) = sigmoid(logit); more
+  classes, a softmax."""
+  if logits_.shape[-1] == 1:
+    p = jax.nn.sigmoid(logits_[:, 0])
+    return jnp.stack([1 - p, p], -1)
+  return jax.nn.softmax(logits_, -1)
+
+
+def serving_function(model: nn.Module, variables, rescale: float):
+  """uint8 images (batch, H, W, 3) -> class probabilities (batch, classes), the
+  variables baked in: what an exported model computes (fsv/export.py), the
+  same functions as `logits` and `probabilities`."""
+  return lambda images: _to_probabilities(_outputs(model, variables, images, rescale))
 
 
 def logits(model: nn.Module, variables, images: np.ndarray, batch_size: int,
@@ -87,13 +109,8 @@ def features(model: nn.Module, variables, images: np.ndarray, batch_size: int,
 
 
 def probabilities(logits_: np.ndarray) -> np.ndarray:
-  """(n, num_classes) class probabilities; two classes share one sigmoid unit,
-  p(class 1) = sigmoid(logit)."""
-  logits_ = jnp.asarray(logits_, jnp.float32)
-  if logits_.shape[-1] == 1:
-    p = jax.nn.sigmoid(logits_[:, 0])
-    return np.asarray(jnp.stack([1 - p, p], -1))
-  return np.asarray(jax.nn.softmax(logits_, -1))
+  """(n, num_classes) class probabilities of `logits` (see `_to_probabilities`)."""
+  return np.asarray(_to_probabilities(jnp.asarray(logits_, jnp.float32)))
 
 
 def losses(logits_: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,16 +20,19 @@ import jax
 import ml_collections
 import numpy as np
 
+from fsv import data as data_lib
 from fsv import evaluate as evaluate_lib
 from fsv import explain as explain_lib
+from fsv import export as export_lib
 from fsv import inference
 from fsv import models
 from fsv import parallel
 from fsv import predictions as predictions_lib
 from fsv.data import decode
 from fsv.data import folder as folder_lib
+from fsv.data import holdout
 from fsv.data import inputs as inputs_lib
-from fsv.errors import DataError
+from fsv.errors import DataError, ExportError
 
 
 @dataclasses.dataclass
@@ -65,10 +68,11 @@ class Run:
   @property
   def preprocessing(self) -> str:
     """What happens to pixels between decoding and the first layer, in words."""
+    model_part = models.preprocessing(self.config.model.name)
     return (f'decoded to RGB (EXIF orientation applied), resized to '
             f'{self.image_size[0]}x{self.image_size[1]} ({self.config.data.interpolation}), '
-            f'times {self.config.augment.rescale:g}, then the model\'s '
-            f'{models.preprocessing(self.config.model.name)}')
+            f'times {self.config.augment.rescale:g}'
+            + (f', then the model\'s {model_part}' if model_part else ''))
 
   @property
   def batch_size(self) -> int:
@@ -146,6 +150,36 @@ class Run:
       losses, _ = inference.losses(logits, labels)
     return evaluate_lib.evaluation(probabilities, labels, losses, self.class_names,
                                    split_data.files, images)
+
+  def validation_images(self) -> np.ndarray:
+    """The run's validation images: the fitted dataset's, or its data read
+    (and cached) again as `config.data` describes it."""
+    try:
+      dataset = self.dataset or data_lib.load(self.config.data)
+    except DataError as e:
+      raise ExportError(f"cannot read the run's validation images ({e}); name the images "
+                        'to verify on instead') from None
+    if self.config.data.validation_split and 'validation' not in dataset.splits:
+      dataset = holdout.with_validation_split(dataset, self.config.data.validation_split,
+                                              self.config.seed)
+    if 'validation' not in dataset.splits:
+      raise ExportError("the run's data has no validation split; name the images to verify "
+                        'on instead')
+    return dataset.splits['validation'].images
+
+  def export(self, format_: str, out: str, images: Any = None, overwrite: bool = False,
+             tflite_batch: int = 1) -> dict:
+    """Writes the model in `format_` ('jax', 'onnx', 'tflite') into the folder
+    `out` and verifies it in its own runtime against `probabilities`, on
+    `images` (anything `read_images` takes) or the validation images;
+    returns what model.json says (fsv/export.py)."""
+    if images is None:
+      pixels, source = self.validation_images(), "the run's validation split"
+    else:
+      inputs = self.read_images(images)
+      inputs.check()
+      pixels, source = inputs.images, f'{len(inputs.names)} given images'
+    return export_lib.export(self, format_, out, pixels, source, overwrite, tflite_batch)
 
   def explain(self, x: Any, class_name: Optional[str] = None,
               batch_size: Optional[int] = None) -> explain_lib.Explanation:

@@ -13,6 +13,7 @@
                          images) with labels and files, for ensembles
   evaluation/<name>/     metrics.json, confusion_matrix.png, top_losses.png,
                          mistakes.csv (fsv/evaluate.py); `test` after a run
+  export/<format>/       exported models and their model.json (fsv/export.py)
 
 A workdir may be a local path or a URL such as gs://bucket/run (Cloud TPU).
 Every write goes through the one atomic writer (fsv/files.py) and fails as
@@ -222,6 +223,9 @@ class Workdir:
       with files.writing(folder):
         evaluation.write(folder)
     return str(folder)
+
+  def export_dir(self, format_: str) -> str:
+    return str(self.root / 'export' / format_)
 
   def checkpoints(self, phase: str) -> checkpoint_lib.Checkpoints:
     return checkpoint_lib.Checkpoints(self.path, phase)

@@ -27,7 +27,7 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
 
 POOLINGS = ('', 'avg', 'max')
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
-PREPROCESSING = 'none beyond augment.rescale'
+PREPROCESSING = ''  # nothing beyond `augment.rescale`
 # The last conv's activations (after ReLU, before pooling): the finest map
 # with the most class-specific features.
 GRADCAM_LAYER = 'last_conv_relu'
