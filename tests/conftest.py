@@ -63,3 +63,17 @@ def _two_class_dataset(size: int, train: int, held_out: int) -> Dataset:
   splits = {'train': split(train), 'validation': split(held_out), 'test': split(held_out)}
   return Dataset(class_names=('cats', 'dogs'), splits=splits,
                  report={k: SplitReport(len(v.labels), (), 0) for k, v in splits.items()})
+
+
+def pretrained_backbone_config(name: str, size: int, cache_dir: str):
+  """`name`'s config at `size`x`size` with random weights (a tiny head for VGG),
+  `data.dir` unused: for runs on a dataset passed in."""
+  import fsv
+  config = fsv.base_config(name)
+  config.data.dir = 'unused'
+  config.data.image_size = (size, size)
+  config.model.weights = ''
+  config.model.cache_dir = cache_dir
+  if name.startswith('vgg'):
+    config.model.head_units = 8
+  return config

@@ -16,6 +16,7 @@ import fsv
 from fsv import export as export_lib
 from fsv import inference
 
+from conftest import _two_class_dataset, pretrained_backbone_config
 from test_train import _config, _tiny_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,15 +42,7 @@ def _tiny_run(kind: str, tmp_path):
     config = _config(epochs=1)
     dataset = _tiny_dataset()
   else:
-    from conftest import _two_class_dataset
-    name = 'vgg16' if kind == 'vgg16' else 'efficientnet_lite0'
-    config = fsv.base_config(name)
-    config.data.dir = 'unused'
-    config.data.image_size = (32, 32)
-    config.model.weights = ''
-    config.model.cache_dir = str(tmp_path / 'cache')
-    if name == 'vgg16':
-      config.model.head_units = 8
+    config = pretrained_backbone_config(kind, 32, str(tmp_path / 'cache'))
     config.bottleneck.update(epochs=1, batch_size=4)
     config.train.update(epochs=1, batch_size=4, trainable=('@top_block', '@head'))
     dataset = _two_class_dataset(32, 4, 3)

@@ -13,6 +13,7 @@ import fsv
 from fsv import evaluate as evaluate_lib
 from fsv.data.decode import Dataset, Split, SplitReport
 
+from conftest import pretrained_backbone_config
 from test_train import SIZE, _config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,13 +176,7 @@ def test_every_kind_of_run_loads_back_and_predicts_what_it_recorded(kind, tmp_pa
                                                                     two_class_dataset):
   dataset = two_class_dataset(32, train=4, held_out=2)
   model = 'vgg16' if kind.startswith('vgg16') else 'efficientnet_lite0'
-  config = fsv.base_config(model)
-  config.data.dir = 'unused'
-  config.data.image_size = (32, 32)
-  config.model.weights = ''
-  config.model.cache_dir = str(tmp_path / 'cache')
-  if model == 'vgg16':
-    config.model.head_units = 8
+  config = pretrained_backbone_config(model, 32, str(tmp_path / 'cache'))
   config.bottleneck.update(epochs=2, batch_size=4, learning_rate=1e-3)
   config.train.update(epochs=0 if kind == 'vgg16_bottleneck' else 1, batch_size=4,
                       trainable=('@top_block', '@head'), optimizer='adam',
