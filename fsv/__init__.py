@@ -15,6 +15,8 @@ The notebook API, without absl flags:
   run.evaluate('../shared/data/cats_vs_dogs_small').metrics
   run.explain(['cat.jpg']).write('gradcam/')     # Grad-CAM heatmaps
   fsv.imagenet_top5('efficientnet_lite0', 'cat.jpg')  # [(class name, probability)] * 5
+  fsv.sweep(config, {'seed': range(5), 'train.learning_rate': [1e-4, 3e-4]},
+            workdir='workdirs/sweep')                # mean and 95% interval per setting
 
 Every error fsv raises on purpose derives from `fsv.Error` and says what to fix.
 """
@@ -41,9 +43,11 @@ from fsv.workdir import load_run
 from fsv.config_files import load as load_config
 from fsv.api import predict
 from fsv.imagenet import imagenet_top5
+from fsv.sweeps import run as sweep
 
 __all__ = [
     'ConfigError', 'DataError', 'Error', 'ExportError', 'NonFiniteLossError', 'Run',
     'WeightsError', 'WorkdirError', '__version__', 'base_config', 'build_model', 'fit',
-    'imagenet_top5', 'load_config', 'load_dataset', 'load_run', 'predict', 'validate_config',
+    'imagenet_top5', 'load_config', 'load_dataset', 'load_run', 'predict', 'sweep',
+    'validate_config',
 ]

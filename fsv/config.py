@@ -52,6 +52,11 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       # Without a validation split: hold out this stratified fraction of train
       # (drawn from `seed`) to choose the best epoch on.
       validation_split=0.0,
+      # k-fold cross-validation: `folds`=k > 1 pools train and validation,
+      # splits them into k stratified folds (drawn from `seed`) and validates
+      # on fold `fold`; 0 is off. Test stays as it is.
+      folds=0,
+      fold=0,
       download=False,         # let TFDS download and prepare when missing
       image_size=models.default_input_size(model),  # (height, width) images are resized to
       interpolation='bilinear',
@@ -239,6 +244,13 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   for split, count in data.per_class.items():
     _require(count >= 0, f'data.per_class.{split}', 'must be >= 0', count)
   _require(0 <= data.validation_split < 1, 'data.validation_split', 'must be in [0, 1)',
+           data.validation_split)
+  _require(data.folds == 0 or data.folds >= 2, 'data.folds', 'must be 0 (off) or at least 2',
+           data.folds)
+  _require(0 <= data.fold < max(data.folds, 1), 'data.fold',
+           f'must be in [0, data.folds={data.folds})', data.fold)
+  _require(not (data.folds and data.validation_split), 'data.validation_split',
+           'cannot be combined with data.folds (the folds choose the validation images)',
            data.validation_split)
   size = tuple(data.image_size)
   _require(len(size) == 2 and all(isinstance(s, int) and 0 < s <= MAX_IMAGE_SIDE

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -65,6 +65,93 @@ def selection_metric(entry: dict) -> float:
   return entry.get('val_accuracy', entry['train_accuracy'])
 
 
+class UnevenMembers(ValueError):
+  """Members that cannot train together: they resume after different epochs."""
+
+
+@dataclasses.dataclass
+class Member:
+  """One run's own part of a phase: what differs between runs trained
+  together (fsv/members.py), and all there is of a single run."""
+  seed: int                     # its example order and its steps' keys
+  history: list                 # appended to in place
+  checkpoints: Optional[checkpoint_lib.Checkpoints] = None
+  on_epoch_end: Callable[[list], None] = lambda history: None
+  # Added to the first new epoch's entry, then emptied (a config change).
+  note: dict = dataclasses.field(default_factory=dict)
+  update_scale: float = 1.0     # its learning rate over the first member's
+  label: str = ''               # before its report lines, when there are several
+  best_score: float = -1.0
+  best: Any = None              # its best epoch's variables, without checkpoints
+
+
+def _resumed_state(phase: Phase, variables: dict, member: Member, mesh) -> steps.TrainState:
+  params = variables['params']
+  # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
+  state = parallel.put_state(mesh, steps.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
+      batch_stats=variables.get('batch_stats', {}),
+      loss_scale=precision.loss_scale(phase.dtype)))
+  if member.checkpoints and any(h['phase'] == phase.name for h in member.history):
+    state, meta = member.checkpoints.restore_for_resume(state)
+    member.history[:] = meta['history']  # shorter if it fell back to the best checkpoint
+  member.best_score = max((selection_metric(h) for h in member.history
+                           if h['phase'] == phase.name), default=-1.0)
+  return state
+
+
+def _check_finite(loss: float, phase: Phase, epoch: int, step: int) -> None:
+  # Raised before the epoch's checkpoint: resuming starts from finite weights.
+  # A float16 step skipped for overflowing gradients has a finite loss.
+  if not math.isfinite(loss) and phase.config.on_nonfinite_loss == 'stop':
+    raise NonFiniteLossError(
+        f'{phase.name} epoch {epoch} step {step + 1}: the training loss is {loss}; '
+        f'stopped before checkpointing this epoch (try a lower learning rate'
+        + (", dtype='bfloat16' (float16 overflows above 65504)"
+           if phase.dtype == 'float16' else '')
+        + f", or set {phase.name}.on_nonfinite_loss='ignore' to train on)")
+
+
+def _end_epoch(phase: Phase, epoch: int, member: Member, state: steps.TrainState,
+               sums: dict, started: float, mesh) -> None:
+  """The member's history entry, report line, checkpoint and best copy."""
+  entry = {'phase': phase.name, 'epoch': epoch,
+           'train_loss': sums['loss'] / phase.steps_per_epoch,
+           'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
+  if state.loss_scale is not None:
+    entry.update(skipped_steps=sums['skipped'], loss_scale=float(state.loss_scale.scale))
+  if 'validation' in phase.splits:
+    val = inference.loss_and_accuracy(phase.logits(state.variables(), 'validation', mesh),
+                                      phase.splits['validation'].labels)
+    entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
+  entry['seconds'] = time.time() - started
+  if member.note:
+    entry.update(member.note)
+    member.note.clear()
+  member.history.append(entry)
+  progress.report(f'{member.label}{phase.name} epoch {epoch}/{phase.config.epochs}  '
+                  + '  '.join(f'{k}={v:.4f}' for k, v in entry.items()
+                              if k not in ('phase', 'epoch') and isinstance(v, (int, float))))
+  is_best = selection_metric(entry) > member.best_score
+  member.best_score = max(member.best_score, selection_metric(entry))
+  if member.checkpoints:
+    member.checkpoints.save(epoch, state, {'history': member.history}, is_best)
+  elif is_best:
+    # The next step donates the state's buffers: keep copies of its own.
+    member.best = jax.tree_util.tree_map(jnp.copy, state.variables())
+  member.on_epoch_end(member.history)
+
+
+def _last_and_best(member: Member, state: steps.TrainState) -> tuple[dict, dict]:
+  last = state.variables()
+  if member.checkpoints:
+    member.checkpoints.wait()
+    restored = member.checkpoints.restore_best(state)
+    if restored is not None:
+      member.best = restored[0].variables()
+  return last, last if member.best is None else member.best
+
+
 def train_phase(phase: Phase, variables: dict, seed: int, history: list,
                 checkpoints: Optional[checkpoint_lib.Checkpoints],
                 on_epoch_end: Callable[[list], None],
@@ -78,88 +165,66 @@ def train_phase(phase: Phase, variables: dict, seed: int, history: list,
   the best come back from the `best` checkpoint; without, from a copy kept
   on the devices, so a run evaluates the same epoch either way.
   """
+  member = Member(seed, history, checkpoints, on_epoch_end, {} if note is None else note)
+  return train_members(phase, [variables], [member], mesh)[0]
+
+
+def train_members(phase: Phase, variables: Sequence[dict], members: Sequence[Member],
+                  mesh: jax.sharding.Mesh) -> list[tuple[dict, dict]]:
+  """`train_phase` for several runs that share the phase's model, optimizer
+  and data and differ as `Member`s do; with more than one they train
+  together, in one vmapped step (`steps.make_train_step(members=True)`).
+  They must have trained the same number of epochs so far."""
   tc = phase.config
   phase_index = PHASES.index(phase.name)
-  params = variables['params']
-  # Restoring into this state's layout puts the checkpoint's arrays on `mesh` too.
-  state = parallel.put_state(mesh, steps.TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=phase.tx.init(params),
-      batch_stats=variables.get('batch_stats', {}),
-      loss_scale=precision.loss_scale(phase.dtype)))
-  if checkpoints and any(h['phase'] == phase.name for h in history):
-    state, meta = checkpoints.restore_for_resume(state)
-    history[:] = meta['history']  # shorter if it fell back to the best checkpoint
-  done = [h for h in history if h['phase'] == phase.name]
-  best_score = max((selection_metric(h) for h in done), default=-1.0)
+  states = [_resumed_state(phase, v, m, mesh) for v, m in zip(variables, members)]
+  done = {sum(h['phase'] == phase.name for h in m.history) for m in members}
+  if len(done) != 1:
+    raise UnevenMembers(f'members resume after different epochs: {sorted(done)}')
+  done = done.pop()
   if done:
-    progress.report(f'{phase.name}: resuming after epoch {len(done)} of {tc.epochs}.')
+    progress.report(f'{phase.name}: resuming after epoch {done} of {tc.epochs}.')
+  together = len(members) > 1
   train_step = steps.make_train_step(phase.model, phase.tx, phase.aug, mesh,
-                                     tc.accumulation_steps)
+                                     tc.accumulation_steps, members=together)
+  state = (jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states) if together
+           else states[0])
+  member_state = lambda m: jax.tree_util.tree_map(lambda x: x[m], state) if together else state
+  update_scales = jnp.asarray([m.update_scale for m in members], jnp.float32)
   train_split = phase.splits['train']
   num_train = len(train_split.labels)
-  root_key = jax.random.fold_in(jax.random.PRNGKey(seed), phase_index)
-  best = None
+  root_keys = [jax.random.fold_in(jax.random.PRNGKey(m.seed), phase_index) for m in members]
 
-  for epoch in range(len(done) + 1, tc.epochs + 1):
+  for epoch in range(done + 1, tc.epochs + 1):
     epoch_started = time.time()
-    order = epoch_indices(seed, epoch, num_train, phase.steps_per_epoch * tc.batch_size,
-                          phase_index)
-    epoch_key = jax.random.fold_in(root_key, epoch)
-    sums = {'loss': 0.0, 'accuracy': 0.0, 'skipped': 0}
+    orders = [epoch_indices(m.seed, epoch, num_train, phase.steps_per_epoch * tc.batch_size,
+                            phase_index) for m in members]
+    epoch_keys = [jax.random.fold_in(key, epoch) for key in root_keys]
+    sums = [{'loss': 0.0, 'accuracy': 0.0, 'skipped': 0} for _ in members]
     bar = progress.bar(range(phase.steps_per_epoch), f'{phase.name} epoch {epoch}/{tc.epochs}',
                        'step')
     for step in bar:
-      batch = order[step * tc.batch_size:(step + 1) * tc.batch_size]
-      state, metrics = train_step(state, parallel.shard_rows(mesh, train_split.images, batch),
-                                  parallel.shard_rows(mesh, train_split.labels, batch),
-                                  jax.random.fold_in(epoch_key, step))
-      loss = float(metrics['loss'])
-      # Raised before the epoch's checkpoint: resuming starts from finite weights.
-      # A float16 step skipped for overflowing gradients has a finite loss.
-      if not math.isfinite(loss) and tc.on_nonfinite_loss == 'stop':
-        raise NonFiniteLossError(
-            f'{phase.name} epoch {epoch} step {step + 1}: the training loss is {loss}; '
-            f'stopped before checkpointing this epoch (try a lower learning rate'
-            + (", dtype='bfloat16' (float16 overflows above 65504)"
-               if phase.dtype == 'float16' else '')
-            + f", or set {phase.name}.on_nonfinite_loss='ignore' to train on)")
-      sums['skipped'] += int(metrics.get('skipped', 0))
-      sums['loss'] += loss
-      sums['accuracy'] += float(metrics['accuracy'])
-      bar.set_postfix(loss=f'{sums["loss"] / (step + 1):.4f}',
-                      acc=f'{sums["accuracy"] / (step + 1):.4f}', refresh=False)
+      rows = [order[step * tc.batch_size:(step + 1) * tc.batch_size] for order in orders]
+      keys = [jax.random.fold_in(key, step) for key in epoch_keys]
+      if together:  # every member's batch, read from the one copy of the data
+        state, metrics = train_step(state, train_split.images[np.stack(rows)],
+                                    train_split.labels[np.stack(rows)], jnp.stack(keys),
+                                    update_scales)
+      else:
+        state, metrics = train_step(state, parallel.shard_rows(mesh, train_split.images, rows[0]),
+                                    parallel.shard_rows(mesh, train_split.labels, rows[0]),
+                                    keys[0])
+      metrics = {k: np.atleast_1d(np.asarray(v)) for k, v in metrics.items()}
+      for m, totals in enumerate(sums):
+        loss = float(metrics['loss'][m])
+        _check_finite(loss, phase, epoch, step)
+        totals['skipped'] += int(metrics['skipped'][m]) if 'skipped' in metrics else 0
+        totals['loss'] += loss
+        totals['accuracy'] += float(metrics['accuracy'][m])
+      bar.set_postfix(loss=f'{sums[0]["loss"] / (step + 1):.4f}',
+                      acc=f'{sums[0]["accuracy"] / (step + 1):.4f}', refresh=False)
     bar.close()
-    entry = {'phase': phase.name, 'epoch': epoch,
-             'train_loss': sums['loss'] / phase.steps_per_epoch,
-             'train_accuracy': sums['accuracy'] / phase.steps_per_epoch}
-    if state.loss_scale is not None:
-      entry.update(skipped_steps=sums['skipped'], loss_scale=float(state.loss_scale.scale))
-    if 'validation' in phase.splits:
-      val = inference.loss_and_accuracy(phase.logits(state.variables(), 'validation', mesh),
-                                        phase.splits['validation'].labels)
-      entry.update(val_loss=val['loss'], val_accuracy=val['accuracy'])
-    entry['seconds'] = time.time() - epoch_started
-    if note:
-      entry.update(note)
-      note.clear()
-    history.append(entry)
-    progress.report(f'{phase.name} epoch {epoch}/{tc.epochs}  ' + '  '.join(
-        f'{k}={v:.4f}' for k, v in entry.items()
-        if k not in ('phase', 'epoch') and isinstance(v, (int, float))))
+    for m, member in enumerate(members):
+      _end_epoch(phase, epoch, member, member_state(m), sums[m], epoch_started, mesh)
 
-    is_best = selection_metric(entry) > best_score
-    best_score = max(best_score, selection_metric(entry))
-    if checkpoints:
-      checkpoints.save(epoch, state, {'history': history}, is_best)
-    elif is_best:
-      # The next step donates the state's buffers: keep copies of its own.
-      best = jax.tree_util.tree_map(jnp.copy, state.variables())
-    on_epoch_end(history)
-
-  last = state.variables()
-  if checkpoints:
-    checkpoints.wait()
-    restored = checkpoints.restore_best(state)
-    if restored is not None:
-      best = restored[0].variables()
-  return last, last if best is None else best
+  return [_last_and_best(member, member_state(m)) for m, member in enumerate(members)]

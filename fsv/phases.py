@@ -60,7 +60,7 @@ def _check_data(config, class_names: tuple[str, ...], splits: tuple[str, ...]) -
     raise ConfigError(f'config.data.validation_split={config.data.validation_split}: the '
                       'data has a validation split already; set it to 0')
   if ('validation' not in splits and not config.data.validation_split and trains
-      and config.train.evaluate_with == 'best'):
+      and not config.data.folds and config.train.evaluate_with == 'best'):
     raise ConfigError(
         'the data has no validation split (a validation/, valid/ or val/ folder), so the '
         "best epoch would be chosen by training accuracy: hold out part of train with "
@@ -83,11 +83,18 @@ def _check_trainable(config) -> None:
                    models.layer_groups(config.model))
 
 
+def check_before_data(config) -> None:
+  """What can be checked before the data is read: `trainable`, `init_from`."""
+  _check_trainable(config)
+  if config.init_from:
+    workdir_lib.check_init_from(config.init_from)
+
+
 def _steps_per_epoch(tc, num_train: int) -> int:
   return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
 
 
-def _bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase:
+def make_bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase:
   """The head alone, trained on the frozen base's cached features."""
   tc = config.bottleneck
   base = {'params': {k: v for k, v in variables['params'].items() if k != 'head'},
@@ -105,7 +112,7 @@ def _bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase:
                     augment_lib.AugmentConfig(), splits, tc, steps, dtype=config.dtype)
 
 
-def _train_phase(config, model, variables, dataset) -> loop.Phase:
+def make_train_phase(config, model, variables, dataset) -> loop.Phase:
   """The model end to end on images with augmentation; `trainable` picks what trains.
 
   With `model.batch_norm='train'`, the BatchNorm layers whose parameters
@@ -192,9 +199,7 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
   parallel.check_batch_sizes(config, mesh)
   logging.info('devices: %d %s on %d host(s); batches are split over them',
                mesh.size, mesh.devices.flat[0].platform, jax.process_count())
-  _check_trainable(config)
-  if config.init_from:
-    workdir_lib.check_init_from(config.init_from)
+  check_before_data(config)
   if not workdir:
     return _fit(config, dataset, None, mesh, {}, started)
   wd = workdir_lib.Workdir(workdir)
@@ -210,54 +215,91 @@ def fit(config, dataset: Optional[data_lib.Dataset] = None,
 def _fit(config, dataset: Optional[data_lib.Dataset], wd: Optional[workdir_lib.Workdir],
          mesh: jax.sharding.Mesh, changes: dict, started: float) -> Run:
   """`fit` once the config and the workdir are known to be usable."""
+  dataset = load_data(config, dataset)
+  model = models.build(config.model, dataset.num_classes, config.dtype)
+  variables = start(config, model, dataset, wd)
+  # Recorded with the first epoch trained under the changed config.
+  note = {'config_changes': changes} if changes else {}
+  evaluated = config.train.evaluate_with
+  pick = lambda last, best: best if evaluated == 'best' else last
+  phase, checkpoints = None, {}
+  try:
+    checkpoints, history = open_checkpoints(wd)
+    on_epoch_end = wd.write_history if wd else lambda history: None
+    # Once the train phase has checkpoints, they hold the head trained before it.
+    if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
+      phase = make_bottleneck_phase(config, model, variables, dataset, mesh)
+      _log_partition(phase, variables['params']['head'])
+      head = pick(*loop.train_phase(phase, {'params': variables['params']['head']},
+                                    config.seed, history, checkpoints.get('bottleneck'),
+                                    on_epoch_end, mesh, note))
+      variables = with_head(variables, head)
+    if config.train.epochs:
+      phase = make_train_phase(config, model, variables, dataset)
+      _log_partition(phase, variables['params'])
+      variables = pick(*loop.train_phase(phase, variables, config.seed, history,
+                                         checkpoints.get('train'), on_epoch_end, mesh, note))
+  finally:
+    close_checkpoints(checkpoints)
+  return finish(config, model, variables, dataset, wd, mesh, phase, history, note, started)
+
+
+def load_data(config, dataset: Optional[data_lib.Dataset]) -> data_lib.Dataset:
+  """The run's data, checked, with its validation images arranged."""
   check_data = functools.partial(_check_data, config)
   if dataset is None:
     dataset = data_lib.load(config.data, check_data)
   else:
     check_data(dataset.class_names, tuple(dataset.splits))
-  if config.data.validation_split:
-    dataset = holdout.with_validation_split(dataset, config.data.validation_split, config.seed)
+  return holdout.for_run(dataset, config.data, config.seed)
+
+
+def start(config, model, dataset: data_lib.Dataset,
+          wd: Optional[workdir_lib.Workdir]) -> dict:
+  """The run's starting variables; with a workdir, checks that the data is
+  the run's and writes config.json and data_report.json."""
   if wd:
     wd.check_same_data(dataset)
-  model = models.build(config.model, dataset.num_classes, config.dtype)
-  variables = workdir_lib.init_variables(config, model,
-                                         dataset.splits['train'].images.shape[1:3])
-
+  variables = workdir_lib.init_variables(config, model, dataset.splits['train'].images.shape[1:3])
   if wd:
     wd.write_config(config)
     wd.write_data_report(dataset)
-  on_epoch_end = wd.write_history if wd else lambda history: None
-  # Recorded with the first epoch trained under the changed config.
-  note = {'config_changes': changes} if changes else {}
+  return variables
 
-  evaluated = config.train.evaluate_with
-  pick = lambda last, best: best if evaluated == 'best' else last
-  phase, checkpoints, history = None, {}, []
+
+def open_checkpoints(wd: Optional[workdir_lib.Workdir]) -> tuple[dict, list]:
+  """Each phase's checkpoints and the history to resume from ({}, [] without a
+  workdir); close them with `close_checkpoints`, also on an error."""
+  checkpoints = {}
+  if not wd:
+    return checkpoints, []
   try:
-    if wd:
-      for name in loop.PHASES:
-        checkpoints[name] = wd.checkpoints(name)
-      history = checkpoint_lib.saved_history(checkpoints[name]
-                                             for name in reversed(loop.PHASES))
-    # Once the train phase has checkpoints, they hold the head trained before it.
-    if config.bottleneck.epochs and not any(h['phase'] == 'train' for h in history):
-      phase = _bottleneck_phase(config, model, variables, dataset, mesh)
-      _log_partition(phase, variables['params']['head'])
-      head = pick(*loop.train_phase(phase, {'params': variables['params']['head']},
-                                    config.seed, history, checkpoints.get('bottleneck'),
-                                    on_epoch_end, mesh, note))
-      variables = {**variables, 'params': {**variables['params'], 'head': head['params']}}
-    if config.train.epochs:
-      phase = _train_phase(config, model, variables, dataset)
-      _log_partition(phase, variables['params'])
-      variables = pick(*loop.train_phase(phase, variables, config.seed, history,
-                                         checkpoints.get('train'), on_epoch_end, mesh, note))
-  finally:
-    # Also on an error: the last epoch's asynchronous save completes, and no
-    # checkpointer thread outlives the run (orbax's raise at interpreter exit).
-    for manager in checkpoints.values():
-      manager.close()
+    for name in loop.PHASES:
+      checkpoints[name] = wd.checkpoints(name)
+    history = checkpoint_lib.saved_history(checkpoints[name] for name in reversed(loop.PHASES))
+  except BaseException:
+    close_checkpoints(checkpoints)
+    raise
+  return checkpoints, history
 
+
+def close_checkpoints(checkpoints: dict) -> None:
+  # Also on an error: the last epoch's asynchronous save completes, and no
+  # checkpointer thread outlives the run (orbax's raise at interpreter exit).
+  for manager in checkpoints.values():
+    manager.close()
+
+
+def with_head(variables: dict, head: dict) -> dict:
+  return {**variables, 'params': {**variables['params'], 'head': head['params']}}
+
+
+def finish(config, model, variables: dict, dataset: data_lib.Dataset,
+           wd: Optional[workdir_lib.Workdir], mesh: jax.sharding.Mesh,
+           phase: Optional[loop.Phase], history: list, note: dict, started: float) -> Run:
+  """Evaluates the run's trained variables, writes what a finished workdir
+  holds (results.json last) and returns the Run."""
+  evaluated = config.train.evaluate_with
   if phase is None:
     phase, evaluated = _evaluation_phase(config, model, dataset), 'initial'
   evaluated_variables = (variables if phase.name == 'train'

@@ -132,3 +132,29 @@ def gradcam(image: np.ndarray, heatmap: np.ndarray, title: str):
   figure.suptitle(title, fontsize=10)
   figure.tight_layout()
   return figure
+
+
+def sweep(settings: dict):
+  """Per setting, every member's test and validation accuracy as dots and the
+  mean with its 95% interval as a bar (fsv/sweeps.py)."""
+  names = list(settings)
+  figure = _figure(max(5, 1.6 * len(names) + 2), 4)
+  ax = figure.subplots()
+  for offset, metric, colour in ((-0.12, 'test_accuracy', 'tab:blue'),
+                                 (0.12, 'val_accuracy', 'tab:orange')):
+    for i, name in enumerate(names):
+      stat = settings[name].get(metric)
+      if not stat:
+        continue
+      ax.plot(np.full(stat['n'], i + offset), stat['values'], 'o', ms=4, alpha=0.5,
+              color=colour, label=metric.replace('_', ' ') if i == 0 else None)
+      if stat['ci95']:
+        ax.errorbar(i + offset, stat['mean'], color=colour, capsize=4, fmt='_', ms=14,
+                    yerr=[[stat['mean'] - stat['ci95'][0]], [stat['ci95'][1] - stat['mean']]])
+  ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0, ha='right')
+  ax.set_ylabel('accuracy')
+  ax.set_title('members (dots), mean and 95% interval (bars)')
+  ax.grid(alpha=.3)
+  ax.legend()
+  figure.tight_layout()
+  return figure

@@ -159,9 +159,8 @@ class Run:
     except DataError as e:
       raise ExportError(f"cannot read the run's validation images ({e}); name the images "
                         'to verify on instead') from None
-    if self.config.data.validation_split and 'validation' not in dataset.splits:
-      dataset = holdout.with_validation_split(dataset, self.config.data.validation_split,
-                                              self.config.seed)
+    if not self.dataset:  # as the run arranged it: held out, or a fold
+      dataset = holdout.for_run(dataset, self.config.data, self.config.seed)
     if 'validation' not in dataset.splits:
       raise ExportError("the run's data has no validation split; name the images to verify "
                         'on instead')

@@ -56,8 +56,14 @@ def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     aug: augment_lib.AugmentConfig,
                     mesh: Optional[jax.sharding.Mesh] = None,
-                    accumulation_steps: int = 1) -> Callable:
+                    accumulation_steps: int = 1, members: bool = False) -> Callable:
   """(state, images, labels, key) -> (state, metrics); jitted.
+
+  With `members`, the step of several runs at once (fsv/members.py): every
+  argument has a leading member axis, the step is vmapped over it, and a
+  fifth argument scales each member's updates, which makes members that
+  differ in learning rate one computation (every optimizer fsv builds
+  applies the learning rate last, so the scale is the ratio of the rates).
 
   `images` and `labels` are the global batch, split over `mesh` (default:
   all devices) by `parallel.shard_rows`; the state is laid out as
@@ -123,7 +129,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     grads = jax.tree_util.tree_map(lambda g: g / accumulation_steps, grads)
     return (losses.mean(), accuracies.mean(), batch_stats), grads
 
-  def train_step(state: TrainState, images, labels, key):
+  def member_step(state: TrainState, images, labels, key, update_scale=None):
     aug_key, dropout_key = jax.random.split(key)
     inputs = augment_lib.random_transform(images, aug_key, aug)
     loss_scale = state.loss_scale
@@ -134,6 +140,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     if loss_scale is not None:
       grads = loss_scale.unscale(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if update_scale is not None:
+      updates = jax.tree_util.tree_map(lambda u: u * update_scale, updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {'loss': loss, 'accuracy': accuracy}
     if loss_scale is not None:
@@ -148,6 +156,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       metrics['skipped'] = ~finite
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                           batch_stats=batch_stats, loss_scale=loss_scale)
+    return state, metrics
+
+  if members:
+    return jax.jit(jax.vmap(member_step), donate_argnums=0)
+
+  def train_step(state: TrainState, images, labels, key):
+    state, metrics = member_step(state, images, labels, key)
     state = jax.lax.with_sharding_constraint(state, parallel.state_shardings(mesh, state))
     return state, metrics
 
