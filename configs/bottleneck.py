@@ -30,3 +30,10 @@ def get_config(arg: str = ''):
   config.bottleneck.learning_rate = 1e-4
   config.train.epochs = 0                # no end-to-end phase
   return config_lib.smoke(config) if smoke else config
+
+
+def get_sweep(arg: str = ''):
+  """The seeds `python -m experiments.sweep` runs of this config (README: Ablations)."""
+  del arg  # the same seeds for every variant
+  # the head trains in seconds; --together trains all 16 in one vmapped step
+  return {'seed': range(16)}

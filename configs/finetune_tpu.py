@@ -33,3 +33,9 @@ def get_config(arg: str = ''):
   config.bottleneck.update(batch_size=64, eval_batch_size=128, learning_rate=4e-4)
   config.train.update(batch_size=64, eval_batch_size=128, learning_rate=3.2e-4)
   return config_lib.smoke(config) if smoke else config
+
+
+def get_sweep(arg: str = ''):
+  """The seeds `python -m experiments.sweep` runs of this config (README: Ablations)."""
+  del arg  # the same seeds for every variant
+  return {'seed': range(3)}

@@ -10,11 +10,13 @@ skipped once finished. Members that differ only in a replicate axis
 `DIR/summary.json`, `summary.md` and `summary.png`: per setting, mean,
 standard deviation and 95% interval of test and validation accuracy and
 loss; per pair of settings, a paired test on the test images
-(fsv/statistics.py).
+(fsv/statistics.py). `compare` does the same across finished sweeps, for
+settings that differ by more than overrides (two config files).
 """
 from __future__ import annotations
 
 import ast
+import difflib
 import itertools
 import os
 import re
@@ -83,8 +85,24 @@ def member_name(overrides: Mapping[str, Any]) -> str:
   return re.sub(r'[^\w.,=+-]', '_', text)
 
 
+def _config_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += _config_keys(value, f'{prefix}{key}.')
+    else:
+      keys.append(f'{prefix}{key}')
+  return keys
+
+
 def member_config(config, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   full = config_lib.validate(config)
+  known = _config_keys(full)
+  for key in overrides:
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=1)
+      raise ConfigError(f'sweep axis {key!r} is not a config key'
+                        + (f' (did you mean {close[0]!r}?)' if close else ''))
   try:
     full.update_from_flattened_dict(dict(overrides))
   except (KeyError, AttributeError, TypeError, ValueError) as e:
@@ -147,38 +165,71 @@ def _setting(overrides: Mapping[str, Any]) -> str:
   return member_name(fixed) if fixed else 'all'
 
 
-def summarize(workdir: str, all_members: Sequence[Mapping[str, Any]]) -> dict:
-  """summary.json, summary.md and summary.png of the finished members."""
+def _settings(workdir: str, members_and_settings: Sequence[tuple[str, str]],
+              prefix: str = '') -> dict[str, dict]:
+  """Each setting's member names, results and per-test-image correctness,
+  from (member folder name, setting name) pairs."""
   settings: dict[str, dict] = {}
-  for overrides in all_members:
-    path = os.path.join(workdir, member_name(overrides))
+  for member, setting_name in members_and_settings:
+    path = os.path.join(workdir, member)
     if not _finished(path):
       raise WorkdirError(f'{path}: this sweep member has not finished; run the sweep again')
-    results = files.read_json(os.path.join(path, 'results.json'))
-    setting = settings.setdefault(_setting(overrides), {'members': [], 'results': [],
-                                                        'correct': [], 'files': None})
-    setting['members'].append(member_name(overrides))
-    setting['results'].append(results)
+    setting = settings.setdefault(prefix + setting_name, {
+        'members': [], 'results': [], 'correct': [], 'files': None})
+    setting['members'].append(member)
+    setting['results'].append(files.read_json(os.path.join(path, 'results.json')))
     predictions = ensemble.load(path)
-    labels = predictions['test/labels']
-    setting['correct'].append(predictions['test/probabilities'].argmax(-1) == labels)
+    setting['correct'].append(
+        predictions['test/probabilities'].argmax(-1) == predictions['test/labels'])
     if setting['files'] is None:
       setting['files'] = predictions['test/files']
+  return settings
+
+
+def _summary(settings: Mapping[str, dict]) -> dict:
   summary = {'settings': {}, 'comparisons': [], 'replicate_axes': list(REPLICATE_AXES)}
   for name, setting in settings.items():
     summary['settings'][name] = {'members': setting['members'], **{
         metric: statistics.interval([r[metric] for r in setting['results']])
         for metric in METRICS if all(metric in r for r in setting['results'])}}
-  names = list(settings)
-  for a, b in itertools.combinations(names, 2):
+  for a, b in itertools.combinations(list(settings), 2):
     if not np.array_equal(settings[a]['files'], settings[b]['files']):
       logging.warning('settings %s and %s were tested on different images; not compared', a, b)
       continue
     summary['comparisons'].append({'a': a, 'b': b, **statistics.paired(
         np.stack(settings[a]['correct']), np.stack(settings[b]['correct']))})
-  files.write_json(os.path.join(workdir, 'summary.json'), summary)
-  files.write_bytes(os.path.join(workdir, 'summary.md'), markdown(summary).encode())
-  plots.save(plots.sweep(summary['settings']), os.path.join(workdir, 'summary.png'))
+  return summary
+
+
+def _write(folder: str, summary: dict) -> None:
+  files.write_json(os.path.join(folder, 'summary.json'), summary)
+  files.write_bytes(os.path.join(folder, 'summary.md'), markdown(summary).encode())
+  plots.save(plots.sweep(summary['settings']), os.path.join(folder, 'summary.png'))
+
+
+def summarize(workdir: str, all_members: Sequence[Mapping[str, Any]]) -> dict:
+  """summary.json, summary.md and summary.png of the finished members."""
+  summary = _summary(_settings(workdir, [(member_name(m), _setting(m)) for m in all_members]))
+  _write(workdir, summary)
+  return summary
+
+
+def compare(sweep_dirs: Sequence[str], out: Optional[str] = None) -> dict:
+  """The settings of several finished sweeps (e.g. one per config file) side
+  by side, with paired tests between every two on their shared test images;
+  written to `out` as summary.{json,md,png} when given."""
+  settings: dict[str, dict] = {}
+  for folder in sweep_dirs:
+    path = os.path.join(folder, 'summary.json')
+    if not files.as_path(path).exists():
+      raise WorkdirError(f'{folder}: no summary.json; run its sweep to the end first')
+    pairs = [(member, name) for name, setting in files.read_json(path)['settings'].items()
+             for member in setting['members']]
+    settings.update(_settings(folder, pairs, os.path.basename(os.path.normpath(folder)) + '/'))
+  summary = _summary(settings)
+  if out:
+    os.makedirs(out, exist_ok=True)
+    _write(out, summary)
   return summary
 
 

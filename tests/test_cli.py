@@ -56,6 +56,12 @@ MISTAKES = {
                                     "'rotation'"),
     'ensemble of a bare folder': (['experiments.ensemble', '--workdirs=/tmp'],
                                   'error: /tmp: no predictions.npz'),
+    'sweep over a misspelt key': (['experiments.sweep', '--config=scratch', '--workdir=/nonexistent',
+                                   '--sweep.train.epoch=1,2'],
+                                  "error: sweep axis 'train.epoch' is not a config key (did you "
+                                  "mean 'train.epochs'?)"),
+    'comparing an unfinished sweep': (['experiments.compare', '--sweeps=/tmp'],
+                                      'error: /tmp: no summary.json'),
     'weights from a missing file': (['fsv.pretrained', 'fetch', 'vgg16',
                                      '--source=/nonexistent.h5'],
                                     'error: weights file /nonexistent.h5 does not exist'),

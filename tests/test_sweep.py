@@ -204,3 +204,42 @@ def test_sweep_command_runs_a_config_files_sweep_with_command_line_axes(tmp_path
       'seed=3,train.learning_rate=0.001', 'seed=4,train.learning_rate=0.001',
       'summary.json', 'summary.md', 'summary.png']
   assert '(together)' in done.stderr
+
+
+@pytest.mark.parametrize('name', sorted(f[:-3] for f in os.listdir(os.path.join(REPO, 'configs'))
+                                        if f.endswith('.py')))
+def test_every_shipped_config_sweeps_seeds_that_validate(name):
+  from fsv import config_files
+  path, _ = config_files.resolve(name)
+  namespace = {}
+  exec(compile(open(path).read(), path, 'exec'), namespace)
+  members = sweeps.members(namespace['get_sweep']())
+  assert len(members) >= 3 and {tuple(m) for m in members} == {('seed',)}
+  configs = [sweeps.member_config(config_files.load(name), m) for m in members]
+  assert [c.seed for c in configs] == list(range(len(members)))
+
+
+def test_sweeps_of_two_configs_are_compared_on_the_same_test_images(tmp_path):
+  data = _tiny_dataset()
+  sweeps.run(_config(epochs=2), {'seed': [0, 1]}, str(tmp_path / 'trained'), dataset=data)
+  sweeps.run(_config(epochs=2, learning_rate=1e-30), {'seed': [0, 1]},
+             str(tmp_path / 'untrained'), dataset=data)
+  done = subprocess.run(
+      [sys.executable, '-m', 'experiments.compare',
+       f'--sweeps={tmp_path / "trained"},{tmp_path / "untrained"}', f'--out={tmp_path / "both"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  summary = json.loads((tmp_path / 'both' / 'summary.json').read_text())
+  assert list(summary['settings']) == ['trained/all', 'untrained/all']
+  (comparison,) = summary['comparisons']
+  trained = json.loads((tmp_path / 'trained' / 'summary.json').read_text())
+  untrained = json.loads((tmp_path / 'untrained' / 'summary.json').read_text())
+  assert comparison['difference'] == pytest.approx(
+      trained['settings']['all']['test_accuracy']['mean']
+      - untrained['settings']['all']['test_accuracy']['mean'])
+  assert '| trained/all | untrained/all |' in done.stdout
+  missing = subprocess.run([sys.executable, '-m', 'experiments.compare',
+                            f'--sweeps={tmp_path / "trained"},{tmp_path / "nothing"}'],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and 'Traceback' not in missing.stderr
+  assert 'no summary.json' in missing.stderr
