@@ -199,15 +199,16 @@ def export(run, format_: str, out: str, images: np.ndarray, image_source: str,
       artifacts, converter = _tflite(serve, shape, folder, tflite_batch)
     expected = run.probabilities(images)
     verification = {a.file: _verify(a, images, expected) for a in artifacts}
+    batch = tflite_batch if format_ == 'tflite' else None  # None: any batch
     description = {
         'format': format_,
         'files': [a.file for a in artifacts],
         'class_names': list(run.class_names),
-        'input': {'name': 'images', 'shape': [None, *shape], 'dtype': 'uint8',
+        'input': {'name': 'images', 'shape': [batch, *shape], 'dtype': 'uint8',
                   'expects': f'RGB pixels 0-255, each image resized whole to {shape[0]}x'
                              f'{shape[1]} ({run.config.data.interpolation}), EXIF '
                              'orientation applied'},
-        'output': {'name': 'probabilities', 'shape': [None, run.num_classes],
+        'output': {'name': 'probabilities', 'shape': [batch, run.num_classes],
                    'dtype': 'float32'},
         'preprocessing': run.preprocessing,
         'test_accuracy': run.results.get('test_accuracy'),

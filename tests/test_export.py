@@ -60,7 +60,9 @@ def test_every_family_exports_and_agrees_with_fsv(kind, format_, tmp_path):
       description['files'] + ['model.json'] + (['saved_model'] if format_ == 'tflite' else []))
   assert json.loads((out / 'model.json').read_text()) == description
   assert description['class_names'] == list(run.class_names)
-  assert description['input']['shape'] == [None, *run.image_size, 3]
+  batch = 1 if format_ == 'tflite' else None  # TF Lite's batch is fixed, 1 by default
+  assert description['input']['shape'] == [batch, *run.image_size, 3]
+  assert description['output']['shape'] == [batch, run.num_classes]
   assert description['input']['dtype'] == 'uint8'
   assert description['verification']['images'] == 5
   for name in description['files']:
