@@ -51,12 +51,14 @@ def members(sweep: Sweep) -> list[dict]:
 
 def combine(file_sweep: Optional[Sweep], axes: Mapping[str, Sequence[Any]]) -> list[dict]:
   """A config file's sweep with the command line's axes: an axis the file
-  also sweeps takes the command line's values; other axes multiply."""
+  also sweeps takes the command line's values; other axes multiply, except
+  that replicates replace replicates (folds given, the file's seeds go)."""
   base = members(file_sweep) if file_sweep else [{}]
   extra = members(axes) if axes else [{}]
+  replaced = set(axes) | (set(REPLICATE_AXES) if set(axes) & set(REPLICATE_AXES) else set())
   combined = []
   for member, more in itertools.product(base, extra):
-    merged = {k: v for k, v in member.items() if k not in more}
+    merged = {k: v for k, v in member.items() if k not in replaced}
     merged.update(more)
     if merged not in combined:
       combined.append(merged)
@@ -244,6 +246,11 @@ def _cell(stat: Optional[dict], percent: bool) -> str:
   return text
 
 
+def _p_value(p: float) -> str:
+  # A bootstrap p of 0 only says no resample crossed 0: less than 1 in BOOTSTRAP.
+  return f'< {1 / statistics.BOOTSTRAP:g}' if p == 0 else f'{p:.3f}'
+
+
 def markdown(summary: dict) -> str:
   """The summary as the tables the README shows."""
   lines = ['| setting | n | test accuracy | validation accuracy | test loss |',
@@ -261,7 +268,7 @@ def markdown(summary: dict) -> str:
     for c in summary['comparisons']:
       low, high = c['ci95']
       lines.append(f'| {c["a"]} | {c["b"]} | {c["difference"] * 100:+.2f} points | '
-                   f'[{low * 100:+.2f}, {high * 100:+.2f}] | {c["p_value"]:.3f} | '
+                   f'[{low * 100:+.2f}, {high * 100:+.2f}] | {_p_value(c["p_value"])} | '
                    f'{"yes" if c["distinguishable"] else "no"} |')
     lines += ['', 'Paired bootstrap over the test images of the per-image correctness '
               'averaged over each setting\'s members; distinguishable when the 95% '

@@ -28,6 +28,9 @@ def test_axes_give_every_combination_and_the_command_line_overrides_the_file():
       {'seed': 1, 'train.learning_rate': 1e-3}, {'seed': 1, 'train.learning_rate': 3e-3}]
   assert sweeps.combine([{'seed': 0, 'model.name': 'vgg16'}], {'seed': [1, 2]}) == [
       {'model.name': 'vgg16', 'seed': 1}, {'model.name': 'vgg16', 'seed': 2}]
+  # folds on the command line replace the file's seeds, not multiply them
+  assert sweeps.combine({'seed': range(16)}, {'data.fold': [0, 1]}) == [
+      {'data.fold': 0}, {'data.fold': 1}]
   assert sweeps.parse_values('0:3') == [0, 1, 2]
   assert sweeps.parse_values('1e-4,3e-4') == [1e-4, 3e-4]
   assert sweeps.parse_values('vgg16,efficientnet_lite0') == ['vgg16', 'efficientnet_lite0']
@@ -145,7 +148,9 @@ def test_members_trained_together_are_the_runs_trained_alone(tmp_path):
 def test_heads_on_one_base_train_together_as_alone(tmp_path):
   data = _two_class_dataset(32, 4, 3)
   config = pretrained_backbone_config('vgg16', 32, str(tmp_path / 'cache'))
-  base = fsv.fit(config.copy_and_resolve_references(), dataset=data).params
+  from fsv import models
+  model = fsv.build_model(config.model, data.num_classes)
+  base = models.init_variables(config.model, model, jax.random.PRNGKey(7), (32, 32, 3))['params']
   layout.write_npz(tmp_path / 'base.npz', {k: v for k, v in base.items() if k != 'head'})
   config.model.weights = str(tmp_path / 'base.npz')  # the same base for every seed
   config.bottleneck.update(epochs=2, batch_size=4, learning_rate=1e-3)
