@@ -167,6 +167,17 @@ def with_trainable(group, trainable) -> ml_collections.ConfigDict:
                                         group_learning_rates=()))
 
 
+def flat(tree: Mapping[str, Any], prefix: str = '') -> dict:
+  """{'train.learning_rate': value, ...}: a (nested dict) config's leaves by dotted key."""
+  leaves = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      leaves.update(flat(value, f'{prefix}{key}.'))
+    else:
+      leaves[f'{prefix}{key}'] = value
+  return leaves
+
+
 def _check_keys(config: Mapping[str, Any], schema: Mapping[str, Any], prefix=''):
   for key, value in config.items():
     name = f'{prefix}{key}'

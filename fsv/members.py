@@ -36,24 +36,11 @@ from fsv.run import Run
 VARYING = ('seed', 'bottleneck.learning_rate', 'train.learning_rate')
 
 
-def _flat(config) -> dict:
-  flat = {}
-
-  def walk(tree, prefix):
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        walk(value, f'{prefix}{key}.')
-      else:
-        flat[f'{prefix}{key}'] = value
-  walk(config.to_dict(), '')
-  return flat
-
-
 def cannot_train_together(configs: Sequence) -> str:
   """Why these (validated) configs cannot train together, or ''."""
-  first = _flat(configs[0])
+  first = config_lib.flat(configs[0].to_dict())
   for config in configs[1:]:
-    other = _flat(config)
+    other = config_lib.flat(config.to_dict())
     differ = sorted(k for k in first if first[k] != other[k] and k not in VARYING)
     if differ:
       return f'they differ in {differ}, not only in {list(VARYING)}'

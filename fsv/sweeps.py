@@ -87,19 +87,9 @@ def member_name(overrides: Mapping[str, Any]) -> str:
   return re.sub(r'[^\w.,=+-]', '_', text)
 
 
-def _config_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
-  keys = []
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      keys += _config_keys(value, f'{prefix}{key}.')
-    else:
-      keys.append(f'{prefix}{key}')
-  return keys
-
-
 def member_config(config, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   full = config_lib.validate(config)
-  known = _config_keys(full)
+  known = list(config_lib.flat(full.to_dict()))
   for key in overrides:
     if key not in known:
       close = difflib.get_close_matches(key, known, n=1)

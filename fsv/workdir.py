@@ -68,16 +68,6 @@ RESUMABLE_KEYS = frozenset((
     'train.learning_rate', 'train.evaluate_with'))
 
 
-def _flat(tree: dict, prefix: str = '') -> dict:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = value
-  return flat
-
-
 def _writes_files() -> bool:
   return jax.process_index() == 0
 
@@ -128,8 +118,8 @@ class Workdir:
     """
     if not self._holds_a_run() or not (self.root / 'config.json').exists():
       return {}
-    stored = _flat(self.read_json('config.json'))
-    new = _flat(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
+    stored = config_lib.flat(self.read_json('config.json'))
+    new = config_lib.flat(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
     changed = {key: [stored.get(key), new.get(key)] for key in sorted(set(stored) | set(new))
                if stored.get(key) != new.get(key) and key not in FREE_KEYS}
     refused = [key for key in changed if key not in allowed]
