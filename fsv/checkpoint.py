@@ -231,9 +231,11 @@ def restore_variables(workdir: str, which: str = 'best') -> tuple[str, dict]:
       checkpoints.close()
     if restored is not None:
       state = restored[0]
+      # The moving average, where the run kept one, is what it validated and evaluated.
+      params = state.get('ema') or state['params']
       if phase == 'bottleneck':
-        return phase, {'params': {'head': state['params']}}
-      return phase, {'params': state['params'], 'batch_stats': state.get('batch_stats', {})}
+        return phase, {'params': {'head': params}}
+      return phase, {'params': params, 'batch_stats': state.get('batch_stats', {})}
   raise WorkdirError(f'{workdir}: no {which} checkpoint in {root}')
 
 

@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import ml_collections
 
+from fsv import augment
+from fsv import losses
 from fsv import models
 from fsv import precision
 from fsv.errors import ConfigError
@@ -20,7 +22,8 @@ from fsv.errors import ConfigError
 
 FILL_MODES = ('nearest', 'reflect', 'wrap', 'constant')
 OPTIMIZERS = ('rmsprop', 'adam', 'adamw', 'sgd')
-SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'one_cycle', 'step')
+SAMPLINGS = ('shuffle', 'balanced')
 SOURCES = ('auto', 'folder', 'tfds', 'synthetic')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 NONFINITE_LOSS_POLICIES = ('stop', 'ignore')
@@ -64,8 +67,12 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       on_bad_image='skip',    # 'skip' (counted, logged) or 'error'
   )
 
-  # Keras ImageDataGenerator semantics; all ranges 0 is the identity.
+  # Augmentation of training batches, on device (fsv/augment/): `ops` lists
+  # the ops, '|'-separated, e.g. 'keras|colour_jitter(brightness=0.4)|mixup(alpha=0.2)'
+  # ('' is none). The other keys set the `keras` op, Keras ImageDataGenerator
+  # semantics; all ranges 0 is the identity.
   config.augment = dict(
+      ops='keras',
       rotation_range=0.0,      # degrees
       width_shift_range=0.0,   # fraction of width
       height_shift_range=0.0,  # fraction of height
@@ -73,6 +80,8 @@ def base(model: str = 'small_convnet') -> ml_collections.ConfigDict:
       zoom_range=0.0,          # zoom drawn from [1 - z, 1 + z]
       horizontal_flip=False,
       vertical_flip=False,
+      brightness_range=(),     # () off, or (low, high): pixels times a factor in it
+      channel_shift_range=0.0,  # one intensity in [-r, r] added to all channels
       fill_mode='nearest',
       cval=0.0,
       rescale=models.input_rescale(model),  # applied to train and eval batches alike
@@ -110,8 +119,27 @@ def _optimization(**more) -> dict:
       learning_rate=1e-4,
       momentum=0.9,            # sgd only
       weight_decay=0.0,        # adamw only
-      schedule='constant',
-      warmup_epochs=0,
+      schedule='constant',     # see fsv/optim.py
+      warmup_epochs=0,         # warmup_cosine
+      decay_epochs=0,          # step: the rate times decay_factor every decay_epochs
+      decay_factor=0.1,
+      # Validation accuracy not above its best for this many epochs multiplies
+      # the learning rate by reduce_lr_factor (Keras's ReduceLROnPlateau); 0 is off.
+      reduce_lr_patience=0,
+      reduce_lr_factor=0.1,
+      # ... ends the phase (Keras's EarlyStopping, restore_best_weights=True:
+      # the best epoch is what is evaluated); 0 is off.
+      early_stopping_patience=0,
+      label_smoothing=0.0,     # targets y (1 - e) + e / classes, as Keras
+      # '' (none), 'balanced' (from the training split) or a weight per class
+      # in class order, '1,9'; multiplies each example's loss (fsv/losses.py).
+      class_weights='',
+      # 'shuffle': every example once per epoch; 'balanced': examples drawn
+      # with replacement so that every class is equally likely.
+      sampling='shuffle',
+      # > 0: validate, keep as best and evaluate an exponential moving
+      # average of the weights, updated every step with this decay.
+      ema_decay=0.0,
       # 'stop': a NaN or inf training loss ends the run, naming the epoch and
       # step, before that epoch is checkpointed; 'ignore' trains on.
       on_nonfinite_loss='stop',
@@ -275,11 +303,18 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
 
   _require_finite(full.to_dict())
   for key in ('rotation_range', 'width_shift_range', 'height_shift_range',
-              'shear_range', 'zoom_range'):
+              'shear_range', 'zoom_range', 'channel_shift_range'):
     _require(aug[key] >= 0, f'augment.{key}', 'must be >= 0', aug[key])
   _require(aug.zoom_range < 1, 'augment.zoom_range',
            'must be < 1 (zoom is drawn from [1 - z, 1 + z])', aug.zoom_range)
   _require(aug.rescale > 0, 'augment.rescale', 'must be > 0', aug.rescale)
+  brightness = tuple(aug.brightness_range)
+  _require(brightness == () or (
+      len(brightness) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) for v in brightness)
+      and 0 <= brightness[0] <= brightness[1]), 'augment.brightness_range',
+           'must be () (off) or (low, high) with 0 <= low <= high', brightness)
+  augment.pipeline(aug)  # parses augment.ops: a bad op list fails here, before any work
 
   for group in ('bottleneck', 'train'):
     _validate_optimization(full, group)
@@ -304,11 +339,25 @@ def _validate_optimization(config, group: str):
   _one_of(config, f'{group}.optimizer', OPTIMIZERS)
   _one_of(config, f'{group}.schedule', SCHEDULES)
   _one_of(config, f'{group}.on_nonfinite_loss', NONFINITE_LOSS_POLICIES)
+  _one_of(config, f'{group}.sampling', SAMPLINGS)
   for key, low in (('epochs', 0), ('batch_size', 1), ('accumulation_steps', 1),
-                   ('eval_batch_size', 0), ('warmup_epochs', 0)):
+                   ('eval_batch_size', 0), ('warmup_epochs', 0), ('decay_epochs', 0),
+                   ('reduce_lr_patience', 0), ('early_stopping_patience', 0)):
     _require(values[key] >= low, f'{group}.{key}', f'must be >= {low}', values[key])
   _require(values.batch_size % values.accumulation_steps == 0, f'{group}.batch_size',
            f'must divide into {group}.accumulation_steps={values.accumulation_steps} '
            'equal micro-batches', values.batch_size)
   _require(values.learning_rate > 0, f'{group}.learning_rate', 'must be > 0',
            values.learning_rate)
+  if values.schedule == 'step':
+    _require(values.decay_epochs > 0, f'{group}.decay_epochs',
+             "must be > 0 with schedule='step'", values.decay_epochs)
+  for key in ('decay_factor', 'reduce_lr_factor'):
+    _require(0 < values[key] <= 1, f'{group}.{key}', 'must be in (0, 1]', values[key])
+  for key in ('label_smoothing', 'ema_decay'):
+    _require(0 <= values[key] < 1, f'{group}.{key}', 'must be in [0, 1)', values[key])
+  if values.class_weights not in ('', 'balanced'):
+    try:
+      losses.parse_weights(values.class_weights)
+    except ConfigError as e:
+      raise ConfigError(f'config.{group}.{e}') from None

@@ -10,7 +10,7 @@ reuses one compilation (Flax modules compare by their fields).
 
 Outputs are float32 numpy arrays on the host, whatever the model computes
 in. Losses and accuracies are computed from the logits by the training
-loss itself (`steps.loss_and_correct`), so an evaluation of the same images
+loss itself (`fsv.losses.loss_and_correct`), so an evaluation of the same images
 gives the numbers the run reported.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fsv import augment as augment_lib
+from fsv import losses as losses_lib
 from fsv import parallel
 from fsv import progress
-from fsv import steps
 
 
 def map_batches(fn: Callable, variables: Any, inputs: Sequence[np.ndarray], batch_size: int,
@@ -115,7 +115,7 @@ def probabilities(logits_: np.ndarray) -> np.ndarray:
 
 def losses(logits_: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Per-example training loss and 0/1 correctness, as float32 numpy arrays."""
-  loss, correct = steps.loss_and_correct(jnp.asarray(logits_), jnp.asarray(labels))
+  loss, correct = losses_lib.loss_and_correct(jnp.asarray(logits_), jnp.asarray(labels))
   return np.asarray(loss), np.asarray(correct)
 
 

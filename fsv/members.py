@@ -55,6 +55,8 @@ def cannot_train_together(configs: Sequence) -> str:
   group = config.bottleneck if config.bottleneck.epochs else config.train
   if group.accumulation_steps != 1:
     return 'gradient accumulation is not vectorised'
+  if group.early_stopping_patience:
+    return 'early stopping would end them after different epochs'
   return ''
 
 
@@ -94,7 +96,8 @@ def fit_members(configs: Sequence, workdirs: Sequence[str],
         phase = phases.make_bottleneck_phase(first, model, variables[0], dataset, mesh)
         starts = [{'params': v['params']['head']} for v in variables]
       else:
-        phase = phases.make_train_phase(first, model, variables[0], dataset)
+        phase = phases.make_train_phase(first, model, variables[0], dataset,
+                                        phases.train_start(first, []))
         starts = variables
       rate = lambda c: c[name].learning_rate
       members = [loop.Member(c.seed, history, checkpoints.get(name), wd.write_history, note,

@@ -2,6 +2,11 @@
 
 Defaults follow Keras so the recipe's settings mean the same here:
 RMSprop(rho=0.9, epsilon=1e-7 outside the square root), Adam(epsilon=1e-7).
+Schedules count optimizer steps; 'one_cycle' is fastai's `fit_one_cycle`
+(warm up for a quarter of the run from lr/25, cosine down to lr/1e5),
+'step' multiplies the rate by `decay_factor` every `decay_epochs` epochs.
+Every optimizer applies the learning rate last, so scaling the updates
+scales the rate (reduce-on-plateau, members of different rates).
 """
 from __future__ import annotations
 
@@ -16,6 +21,12 @@ def schedule(train_config, steps_per_epoch: int) -> optax.Schedule:
   if train_config.schedule == 'warmup_cosine':
     warmup = train_config.warmup_epochs * steps_per_epoch
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(total, warmup + 1))
+  if train_config.schedule == 'one_cycle':
+    return optax.cosine_onecycle_schedule(total, lr, pct_start=0.25, div_factor=25.0,
+                                          final_div_factor=1e5)
+  if train_config.schedule == 'step':
+    return optax.exponential_decay(lr, train_config.decay_epochs * steps_per_epoch,
+                                   train_config.decay_factor, staircase=True)
   return optax.constant_schedule(lr)
 
 

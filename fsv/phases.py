@@ -6,7 +6,9 @@
      parameters `config.train.trainable` selects (fsv/partition.py).
 It then evaluates the phase's best (or last) variables on validation and
 test (results.json), keeps their probabilities (predictions.npz) and, for
-the test split, the full evaluation report (fsv/evaluate.py). With a
+the test split, the full evaluation report (fsv/evaluate.py). The train
+phase's epoch 0 is the model it starts from (the head's best epoch, or
+`init_from`), so its best is the best of the whole run (fsv/loop.py). With a
 workdir every epoch is checkpointed and a rerun resumes; without one the
 same epoch is evaluated.
 What can be checked without the data (the config, `trainable` against the
@@ -31,8 +33,10 @@ from fsv import config as config_lib
 from fsv import data as data_lib
 from fsv import evaluate as evaluate_lib
 from fsv import features as features_lib
+from fsv import history as history_lib
 from fsv import inference
 from fsv import loop
+from fsv import losses
 from fsv import models
 from fsv import parallel
 from fsv import partition
@@ -94,6 +98,13 @@ def _steps_per_epoch(tc, num_train: int) -> int:
   return tc.get('steps_per_epoch', 0) or math.ceil(num_train / tc.batch_size)
 
 
+def _objective(tc, dataset: data_lib.Dataset) -> losses.Objective:
+  return losses.Objective(
+      num_classes=dataset.num_classes, label_smoothing=tc.label_smoothing,
+      class_weights=losses.class_weights(tc.class_weights, dataset.splits['train'].labels,
+                                         dataset.num_classes))
+
+
 def make_bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase:
   """The head alone, trained on the frozen base's cached features."""
   tc = config.bottleneck
@@ -109,11 +120,26 @@ def make_bottleneck_phase(config, model, variables, dataset, mesh) -> loop.Phase
   tx = partition.optimizer(config_lib.with_trainable(tc, ('.*',)),
                            variables['params']['head'], steps)
   return loop.Phase('bottleneck', models.head_of(config.model, model), tx,
-                    augment_lib.AugmentConfig(), splits, tc, steps, dtype=config.dtype)
+                    augment_lib.AugmentConfig(), splits, tc, steps, dtype=config.dtype,
+                    objective=_objective(tc, dataset))
 
 
-def make_train_phase(config, model, variables, dataset) -> loop.Phase:
+def train_start(config, history: Sequence[dict]) -> str:
+  """What the train phase starts from, if that is a trained model (its epoch 0)."""
+  if config.bottleneck.epochs:
+    entries = [h for h in history if h['phase'] == 'bottleneck']
+    if entries:
+      chosen = (history_lib.best_entry(history, 'bottleneck') if config.train.evaluate_with == 'best'
+                else entries[-1])
+      return f'bottleneck epoch {chosen["epoch"]}'
+  if config.init_from:
+    return f'init_from {config.init_from}'
+  return ''
+
+
+def make_train_phase(config, model, variables, dataset, start: str = '') -> loop.Phase:
   """The model end to end on images with augmentation; `trainable` picks what trains.
+  `start` names the trained model it starts from, if any (`train_start`).
 
   With `model.batch_norm='train'`, the BatchNorm layers whose parameters
   all train use batch statistics in training steps and update their running
@@ -128,13 +154,13 @@ def make_train_phase(config, model, variables, dataset) -> loop.Phase:
     model = model.clone(batch_norm_training=partition.trained_layers(
         labels, variables.get('batch_stats', {})))
   return loop.Phase('train', model, partition.optimizer(tc, params, steps, groups),
-                    augment_lib.AugmentConfig.from_config(config.augment),
-                    dict(dataset.splits), tc, steps, groups, config.dtype)
+                    augment_lib.pipeline(config.augment), dict(dataset.splits), tc, steps,
+                    groups, config.dtype, _objective(tc, dataset), start)
 
 
 def _evaluation_phase(config, model, dataset) -> loop.Phase:
   """A run of 0 epochs evaluates its starting model on images as the train phase would."""
-  return loop.Phase('train', model, None, augment_lib.AugmentConfig.from_config(config.augment),
+  return loop.Phase('train', model, None, augment_lib.pipeline(config.augment),
                     dict(dataset.splits), config.train, 0)
 
 
@@ -150,11 +176,16 @@ def _evaluate(phase: loop.Phase, variables, history: list, evaluated: str, datas
               mesh) -> tuple[dict, dict, Optional[evaluate_lib.Evaluation]]:
   """results.json's metrics, predictions.npz's arrays and the test split's
   evaluation, all from one pass of the model over each split."""
-  entries = [h for h in history if h['phase'] == phase.name]
-  results = {'phase': phase.name, 'epochs': len(entries), 'evaluated': evaluated,
+  results = {'phase': phase.name, 'epochs': history_lib.epochs_trained(history, phase.name),
+             'evaluated': evaluated,
              'num_classes': dataset.num_classes, 'class_names': list(dataset.class_names)}
-  if evaluated == 'best' and entries:
-    results['best_epoch'] = max(entries, key=loop.selection_metric)['epoch']
+  if history and history[-1].get('stopped_early'):
+    results['stopped_early'] = True
+  best = history_lib.best_entry(history, phase.name)
+  if evaluated == 'best' and best:
+    results['best_epoch'] = best['epoch']
+    if best['epoch'] == 0:  # no epoch of the phase beat what it started from
+      results['best_is_start'] = best['start']
   arrays, test_evaluation = {}, None
   for name, prefix in (('validation', 'val'), ('test', 'test')):
     if name not in phase.splits:
@@ -235,7 +266,8 @@ def _fit(config, dataset: Optional[data_lib.Dataset], wd: Optional[workdir_lib.W
                                     on_epoch_end, mesh, note))
       variables = with_head(variables, head)
     if config.train.epochs:
-      phase = make_train_phase(config, model, variables, dataset)
+      phase = make_train_phase(config, model, variables, dataset,
+                               train_start(config, history))
       _log_partition(phase, variables['params'])
       variables = pick(*loop.train_phase(phase, variables, config.seed, history,
                                          checkpoints.get('train'), on_epoch_end, mesh, note))

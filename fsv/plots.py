@@ -8,7 +8,7 @@ as a PNG through the one atomic writer (local paths or gs:// URLs).
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -27,17 +27,23 @@ def save(figure, path, dpi: int = 100) -> None:
 
 
 def smooth(points: Sequence[float], factor: float = 0.8) -> np.ndarray:
-  """The book's exponential moving average of a noisy curve (DLwP 5.3.1)."""
+  """The book's exponential moving average of a noisy curve (DLwP 5.3.1);
+  a missing (NaN) point, such as a phase's epoch 0 without training
+  metrics, stays missing and leaves the average as it was."""
   smoothed, previous = [], None
   for point in points:
+    if np.isnan(point):
+      smoothed.append(np.nan)
+      continue
     previous = point if previous is None else previous * factor + point * (1 - factor)
     smoothed.append(previous)
   return np.asarray(smoothed, np.float64)
 
 
-def curves(history: Sequence[dict]):
+def curves(history: Sequence[dict], best: Optional[dict] = None):
   """Accuracy and loss per epoch, training against validation, as the book
-  plots them: each epoch's value as a dot, its smoothed curve as a line."""
+  plots them: each epoch's value as a dot, its smoothed curve as a line;
+  `best` (an entry of `history`), the epoch a run keeps, as a star."""
   figure = _figure(11, 4)
   axes = figure.subplots(1, 2)
   epochs = np.arange(1, len(history) + 1)
@@ -52,6 +58,9 @@ def curves(history: Sequence[dict]):
     for boundary in np.flatnonzero([a['phase'] != b['phase']
                                     for a, b in zip(history, history[1:])]):
       ax.axvline(boundary + 1.5, color='grey', ls=':', lw=1)  # a new phase starts
+    if best is not None and f'val_{metric}' in best:
+      ax.plot(epochs[history.index(best)], best[f'val_{metric}'], '*', ms=12, color='tab:red',
+              label=f'kept: {best["phase"]} epoch {best["epoch"]}')
     ax.set_xlabel('epoch (all phases)')
     ax.set_title(metric)
     ax.grid(alpha=.3)
@@ -158,3 +167,52 @@ def sweep(settings: dict):
   ax.legend()
   figure.tight_layout()
   return figure
+
+
+def lr_find(finding, divergence: float):
+  """A learning-rate finder's curve (an `fsv.lr_find.LRFinding`), fastai's
+  look: loss against learning rate (log axis), each step's loss as a dot,
+  the smoothed loss as a line, each suggestion marked on it."""
+  figure = _figure(7, 4.5)
+  ax = figure.subplots()
+  ax.plot(finding.learning_rates, finding.losses, '.', ms=3, color='tab:blue', alpha=0.35,
+          label='loss per step')
+  ax.plot(finding.learning_rates, finding.smoothed, '-', color='tab:blue',
+          label='smoothed loss')
+  for name, colour in zip(('valley', 'steepest', 'minimum'),
+                          ('tab:red', 'tab:green', 'tab:purple')):
+    step = finding.suggestion_steps.get(name)
+    if step is None:
+      continue
+    label = (f'minimum: {finding.learning_rates[step]:.2e}, / 10: '
+             f'{finding.suggestions[name]:.2e}' if name == 'minimum'
+             else f'{name}: {finding.suggestions[name]:.2e}')
+    ax.plot(finding.learning_rates[step], finding.smoothed[step], 'o', ms=8, color=colour,
+            label=label)
+    if name == 'minimum':
+      ax.axvline(finding.suggestions[name], color=colour, ls=':', lw=1)
+  ax.set_xscale('log')
+  ax.set_xlabel('learning rate')
+  ax.set_ylabel('training loss')
+  ax.set_title(f'learning-rate finder, {finding.phase} phase'
+               + (f' ({finding.config_name})' if finding.config_name else ''))
+  ax.set_ylim(*_loss_limits(finding.losses, finding.smoothed, divergence))
+  ax.grid(alpha=.3, which='both')
+  ax.legend()
+  figure.tight_layout()
+  return figure
+
+
+def _loss_limits(losses: np.ndarray, smoothed: np.ndarray, divergence: float
+                 ) -> tuple[float, float]:
+  """The loss axis: from the lowest loss to the start or the divergence
+  threshold, whichever is higher; the blow-up's huge losses would flatten
+  the rest of the curve."""
+  finite = np.concatenate([losses[np.isfinite(losses)], smoothed[np.isfinite(smoothed)]])
+  if not finite.size:
+    return 0.0, 1.0
+  good = smoothed[np.isfinite(smoothed)]
+  low = float(finite.min())
+  high = min(float(finite.max()), max(float(good[0]), divergence * float(good.min())))
+  margin = 0.05 * max(high - low, 1e-6)
+  return low - margin, high + margin

@@ -10,7 +10,8 @@ them through untouched.
 Steps run data parallel on a mesh of devices (fsv/parallel.py): batches are
 global and split over the devices, parameters replicated; the random draws
 of a step do not depend on how many devices share it.
-Inference (evaluation, predictions, features, Grad-CAM) is fsv/inference.py.
+Inference (evaluation, predictions, features, Grad-CAM) is fsv/inference.py;
+the losses are fsv/losses.py.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from fsv import augment as augment_lib
+from fsv import losses
 from fsv import parallel
 from fsv import precision
 
@@ -35,29 +37,34 @@ class TrainState(struct.PyTreeNode):
   # state), but part of what a checkpoint must restore. {} without BatchNorm.
   batch_stats: Any = struct.field(default_factory=dict)
   loss_scale: Optional[precision.DynamicLossScale] = None  # float16 runs only
+  # The exponential moving average of the parameters (`ema_decay` > 0): what
+  # is validated, checkpointed as best and evaluated. None without.
+  ema: Any = None
+  # Multiplies every update, i.e. the learning rate (reduce-on-plateau
+  # lowers it); in the state so that a resumed run continues at the same
+  # rate. None when nothing changes it.
+  lr_scale: Optional[jnp.ndarray] = None
 
   def variables(self) -> dict:
-    return {'params': self.params, 'batch_stats': self.batch_stats}
-
-
-def loss_and_correct(logits: jnp.ndarray, labels: jnp.ndarray):
-  """Per-example loss and 0/1 correctness for sigmoid (1 logit) or softmax heads."""
-  logits = logits.astype(jnp.float32)  # bfloat16 logits would round the loss
-  if logits.shape[-1] == 1:
-    logits = logits[:, 0]
-    loss = optax.sigmoid_binary_cross_entropy(logits, labels.astype(jnp.float32))
-    correct = (logits > 0) == (labels == 1)
-  else:
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = jnp.argmax(logits, -1) == labels
-  return loss, correct.astype(jnp.float32)
+    """The variables to evaluate: the moving average's parameters if any."""
+    return {'params': self.params if self.ema is None else self.ema,
+            'batch_stats': self.batch_stats}
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     aug: augment_lib.AugmentConfig,
                     mesh: Optional[jax.sharding.Mesh] = None,
-                    accumulation_steps: int = 1, members: bool = False) -> Callable:
+                    accumulation_steps: int = 1, members: bool = False,
+                    objective: losses.Objective = losses.Objective(),
+                    ema_decay: float = 0.0) -> Callable:
   """(state, images, labels, key) -> (state, metrics); jitted.
+
+  `aug` (an `augment.Pipeline`, or the Keras transform alone as an
+  `AugmentConfig`) turns the batch into inputs and targets; the loss is
+  `objective`'s of the targets, or, when nothing mixes, smooths or weighs
+  them, the plain cross-entropy of the labels that evaluation computes. A
+  state with an `ema` moves it towards the updated parameters by
+  1 - `ema_decay` each step.
 
   With `members`, the step of several runs at once (fsv/members.py): every
   argument has a leading member axis, the step is vmapped over it, and a
@@ -87,8 +94,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   updates_batch_norm = bool(getattr(model, 'batch_norm_training', ()))
+  pipeline = augment_lib.as_pipeline(aug)
+  plain = objective.is_plain and not pipeline.mixes_labels
 
   def loss_fn(params, batch_stats, inputs, labels, dropout_key, scale):
+    """`labels`: class indices if `plain`, else (n, classes) targets."""
     variables = {'params': params, 'batch_stats': batch_stats}
     rngs = {'dropout': dropout_key}
     if updates_batch_norm:
@@ -97,8 +107,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       batch_stats = updated['batch_stats']
     else:
       logits = model.apply(variables, inputs, train=True, rngs=rngs)
-    loss, correct = loss_and_correct(logits, labels)
-    return loss.mean() * scale, (loss.mean(), correct.mean(), batch_stats)
+    if plain:
+      loss, correct = losses.loss_and_correct(logits, labels)
+      loss, accuracy = loss.mean(), correct.mean()
+    else:
+      loss, accuracy = objective.loss(logits, labels)
+    return loss * scale, (loss, accuracy, batch_stats)
 
   def grad_fn(params, batch_stats, inputs, labels, dropout_key, scale):
     """((loss, accuracy, batch_stats), gradients of the scaled loss)."""
@@ -131,31 +145,38 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def member_step(state: TrainState, images, labels, key, update_scale=None):
     aug_key, dropout_key = jax.random.split(key)
-    inputs = augment_lib.random_transform(images, aug_key, aug)
+    inputs, targets = augment_lib.apply(pipeline, images, labels, aug_key,
+                                        objective.num_classes)
     loss_scale = state.loss_scale
     (loss, accuracy, batch_stats), grads = (
         grad_fn if accumulation_steps == 1 else accumulated_grad_fn)(
-            state.params, state.batch_stats, inputs, labels, dropout_key,
-            1.0 if loss_scale is None else loss_scale.scale)
+            state.params, state.batch_stats, inputs, labels if plain else targets,
+            dropout_key, 1.0 if loss_scale is None else loss_scale.scale)
     if loss_scale is not None:
       grads = loss_scale.unscale(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    if update_scale is not None:
-      updates = jax.tree_util.tree_map(lambda u: u * update_scale, updates)
+    for scale in (update_scale, state.lr_scale):
+      if scale is not None:
+        updates = jax.tree_util.tree_map(lambda u, s=scale: u * s, updates)
     params = optax.apply_updates(state.params, updates)
+    ema = state.ema
+    if ema is not None:
+      # e + (1 - d)(p - e), not d e + (1 - d) p: a frozen parameter's average
+      # stays exactly equal to it.
+      ema = jax.tree_util.tree_map(lambda e, p: e + (1 - ema_decay) * (p - e), ema, params)
     metrics = {'loss': loss, 'accuracy': accuracy}
     if loss_scale is not None:
       # The updates, not the gradients, are checked: reading the frozen
       # parameters' gradients would make XLA compute them. A non-finite
       # gradient of a trained parameter makes its update non-finite.
       finite = precision.all_finite(updates)
-      params, opt_state, batch_stats = precision.select(
-          finite, (params, opt_state, batch_stats),
-          (state.params, state.opt_state, state.batch_stats))
+      params, opt_state, batch_stats, ema = precision.select(
+          finite, (params, opt_state, batch_stats, ema),
+          (state.params, state.opt_state, state.batch_stats, state.ema))
       loss_scale = loss_scale.adjust(finite)
       metrics['skipped'] = ~finite
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                          batch_stats=batch_stats, loss_scale=loss_scale)
+                          batch_stats=batch_stats, loss_scale=loss_scale, ema=ema)
     return state, metrics
 
   if members:

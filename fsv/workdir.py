@@ -45,6 +45,7 @@ import numpy as np
 from fsv import checkpoint as checkpoint_lib
 from fsv import config as config_lib
 from fsv import files
+from fsv import history as history_lib
 from fsv import models
 from fsv import plots
 from fsv.errors import ConfigError, WorkdirError
@@ -118,8 +119,11 @@ class Workdir:
     """
     if not self._holds_a_run() or not (self.root / 'config.json').exists():
       return {}
-    stored = config_lib.flat(self.read_json('config.json'))
-    new = config_lib.flat(json.loads(json.dumps(config.to_dict())))  # tuples as JSON lists
+    as_json = lambda c: config_lib.flat(json.loads(json.dumps(c.to_dict())))  # tuples as lists
+    new = as_json(config)
+    # Keys added to fsv after the run was written have their defaults there.
+    stored = {**as_json(config_lib.base(config.model.name)),
+              **config_lib.flat(self.read_json('config.json'))}
     changed = {key: [stored.get(key), new.get(key)] for key in sorted(set(stored) | set(new))
                if stored.get(key) != new.get(key) and key not in FREE_KEYS}
     refused = [key for key in changed if key not in allowed]
@@ -178,7 +182,8 @@ class Workdir:
   def write_history(self, history: Sequence[dict]) -> None:
     """history.json and curves.png, and the newest epoch as TensorBoard events."""
     self._write('history.json', lambda path: files.write_json(path, list(history)))
-    self._write('curves.png', lambda path: plots.save(plots.curves(history), path))
+    best = history_lib.best_entry(history, history[-1]['phase']) if history else None
+    self._write('curves.png', lambda path: plots.save(plots.curves(history, best), path))
     if history and '://' not in self.path and _writes_files():
       with files.writing(self.root / 'tensorboard'):
         self._tensorboard_epoch(len(history), history[-1])

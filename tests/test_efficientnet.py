@@ -458,7 +458,8 @@ def test_bottleneck_end_to_end_and_resume_with_batch_stats(tmp_path, dataset):
   groups = dict(bottleneck=dict(epochs=1), train=dict(epochs=2))
   config = _config(tmp_path, 'train', **groups)
   straight = fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'straight'))
-  assert [h['phase'] for h in straight.history] == ['bottleneck', 'train', 'train']
+  assert [(h['phase'], h['epoch']) for h in straight.history] == [
+      ('bottleneck', 1), ('train', 0), ('train', 1), ('train', 2)]
   assert len(os.listdir(tmp_path / 'cache' / 'features')) == 3
   resumed_config = _config(tmp_path, 'train', bottleneck=dict(epochs=1), train=dict(epochs=1))
   fsv.fit(resumed_config, dataset=dataset, workdir=str(tmp_path / 'resumed'))

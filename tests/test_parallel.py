@@ -137,7 +137,7 @@ def _measure(out_path):
 
   def metrics(result):
     values = [v for h in result.history for k, v in sorted(h.items())
-              if k not in ('phase', 'epoch', 'seconds')]
+              if k not in ('phase', 'epoch', 'seconds', 'start')]
     return np.array(values + [result.results[k] for k in
                               ('val_loss', 'val_accuracy', 'test_loss', 'test_accuracy')])
 
@@ -199,8 +199,9 @@ def _measure(out_path):
   vgg.model.update(weights='', head_units=16)
   vgg.augment.update(augmentation)
   vgg.bottleneck.update(epochs=1, batch_size=8, learning_rate=1e-3)
+  # The last epoch's parameters: the best could be the train phase's start.
   vgg.train.update(epochs=1, batch_size=8, trainable=('block5_.*', 'head/.*'),
-                   optimizer='sgd', learning_rate=1e-3, momentum=0.9)
+                   optimizer='sgd', learning_rate=1e-3, momentum=0.9, evaluate_with='last')
   data = dataset(32, per_class=4, validation=3)
   runs = {}
   for n, mesh in meshes.items():

@@ -48,12 +48,16 @@ def test_bottleneck_trains_the_head_on_cached_features(tmp_path, dataset, monkey
 def test_finetune_trains_block5_and_head_only_and_resumes(tmp_path, dataset):
   config = _config(tmp_path, bottleneck=dict(epochs=2),
                    train=dict(epochs=2, trainable=('block5_.*', 'head/.*'),
-                              optimizer='sgd', learning_rate=1e-3))
+                              optimizer='sgd', learning_rate=1e-3,
+                              evaluate_with='last'))  # the best may be its start
   workdir = str(tmp_path / 'finetune')
   initial = fsv.fit(_config(tmp_path), dataset=dataset).params  # epochs 0: the init
   result = fsv.fit(config, dataset=dataset, workdir=workdir)
+  # The train phase's epoch 0 is the head it starts from, validated.
   assert [(h['phase'], h['epoch']) for h in result.history] == [
-      ('bottleneck', 1), ('bottleneck', 2), ('train', 1), ('train', 2)]
+      ('bottleneck', 1), ('bottleneck', 2), ('train', 0), ('train', 1), ('train', 2)]
+  best_head = max(result.history[:2], key=lambda h: h['val_accuracy'])
+  assert result.history[2]['start'] == f'bottleneck epoch {best_head["epoch"]}'
   for name, value in result.params.items():
     if name.startswith(('block1', 'block2', 'block3', 'block4')):
       np.testing.assert_array_equal(value['kernel'], initial[name]['kernel'])
@@ -65,9 +69,9 @@ def test_finetune_trains_block5_and_head_only_and_resumes(tmp_path, dataset):
   resumed = fsv.fit(config, dataset=dataset, workdir=workdir, allow_changes=('train.epochs',))
   assert [(h['phase'], h['epoch']) for h in resumed.history][-2:] == [
       ('train', 2), ('train', 3)]
-  assert len(resumed.history) == 5
+  assert len(resumed.history) == 6
   saved = json.load(open(os.path.join(workdir, 'history.json')))
-  assert len(saved) == 5
+  assert len(saved) == 6
 
 
 def test_init_from_a_previous_workdir_takes_its_head(tmp_path, dataset):
