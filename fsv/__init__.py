@@ -17,6 +17,7 @@ The notebook API, without absl flags:
   fsv.imagenet_top5('efficientnet_lite0', 'cat.jpg')  # [(class name, probability)] * 5
   fsv.sweep(config, {'seed': range(5), 'train.learning_rate': [1e-4, 3e-4]},
             workdir='workdirs/sweep')                # mean and 95% interval per setting
+  fsv.lr_find(config, data).suggestions          # fastai's learning-rate finder
 
 Every error fsv raises on purpose derives from `fsv.Error` and says what to fix.
 """
@@ -44,10 +45,12 @@ from fsv.config_files import load as load_config
 from fsv.api import predict
 from fsv.imagenet import imagenet_top5
 from fsv.sweeps import run as sweep
+# After this, `fsv.lr_find` is the function; the module is `from fsv.lr_find import ...`.
+from fsv.lr_find import lr_find
 
 __all__ = [
     'ConfigError', 'DataError', 'Error', 'ExportError', 'NonFiniteLossError', 'Run',
     'WeightsError', 'WorkdirError', '__version__', 'base_config', 'build_model', 'fit',
-    'imagenet_top5', 'load_config', 'load_dataset', 'load_run', 'predict', 'sweep',
+    'imagenet_top5', 'load_config', 'load_dataset', 'load_run', 'lr_find', 'predict', 'sweep',
     'validate_config',
 ]

@@ -54,6 +54,12 @@ MISTAKES = {
                                      '--config.augment.rotation=3'],
                                     "error: --config.augment.rotation: unknown config key "
                                     "'rotation'"),
+    'lr_find with too few steps': (['experiments.lr_find', '--config=scratch', '--out=/tmp/x',
+                                    '--steps=5'],
+                                   'error: steps=5: must be an integer >= 10'),
+    'lr_find from above its end': (['experiments.lr_find', '--config=scratch', '--out=/tmp/x',
+                                    '--start_lr=1', '--end_lr=0.1'],
+                                   'error: start_lr=1.0 must be below end_lr=0.1'),
     'ensemble of a bare folder': (['experiments.ensemble', '--workdirs=/tmp'],
                                   'error: /tmp: no predictions.npz'),
     'sweep over a misspelt key': (['experiments.sweep', '--config=scratch', '--workdir=/nonexistent',
