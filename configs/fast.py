@@ -11,7 +11,16 @@ The frozen ImageNet base runs once over the three splits (the only real
 cost on a CPU: about 4,000 forward passes at 224x224), its globally averaged
 features are cached, and the head (dropout, one dense layer) trains on them
 with Adam in seconds; there is no end-to-end phase. The epoch kept is the
-best by validation accuracy. MEASURED below (README's results table).
+best by validation accuracy.
+
+Measured here (2026-12-02, 2-core AMD EPYC VM, from the JPEG files with an
+empty cache, weights fetched): 99.1% test, 99.1% validation (epoch 6 of 20)
+in 3 min 52 s of wall time, of which 157 s are Lite0's forward passes (26-28
+images/s on this CPU), 11 s decoding, 27 s building and compiling the
+model, 30 s the head, evaluation and figures. The goal of 3 minutes is not
+met: at 192x192 the same run takes 2 min 55 s but validates at 98.8% (test
+98.9%), so 224 stays. Twice as fast as
+configs/efficientnet_feature_extraction.py for the same test accuracy.
 """
 from fsv import config as config_lib
 from fsv.models import efficientnet_lite
