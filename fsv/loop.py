@@ -47,7 +47,7 @@ class Phase:
   name: str
   model: nn.Module
   tx: optax.GradientTransformation
-  aug: augment_lib.AugmentConfig
+  aug: augment_lib.Pipeline | augment_lib.AugmentConfig  # the bottleneck's: no augmentation
   splits: dict                      # name -> Split (images, or features)
   config: Any                       # the phase's optimization group
   steps_per_epoch: int

@@ -52,7 +52,7 @@ class TrainState(struct.PyTreeNode):
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    aug: augment_lib.AugmentConfig,
+                    aug: augment_lib.Pipeline | augment_lib.AugmentConfig,
                     mesh: Optional[jax.sharding.Mesh] = None,
                     accumulation_steps: int = 1, members: bool = False,
                     objective: losses.Objective = losses.Objective(),
