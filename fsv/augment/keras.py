@@ -143,17 +143,13 @@ def _random_flip(key, images, axis, p=0.5):
   return jnp.where(flip[:, None, None, None], jnp.flip(images, axis), images)
 
 
-def _per_image(values: jnp.ndarray) -> jnp.ndarray:
-  return values[:, None, None, None]
-
-
 def apply_channel_shift(images: jnp.ndarray, intensity: jnp.ndarray) -> jnp.ndarray:
   """Keras's `apply_channel_shift`, per image: `intensity` (n,) added to every
   channel, clipped to the image's own min and max over all channels."""
   x = jnp.asarray(images, jnp.float32)
   low = x.min(axis=(1, 2, 3), keepdims=True)
   high = x.max(axis=(1, 2, 3), keepdims=True)
-  return jnp.clip(x + _per_image(intensity.astype(jnp.float32)), low, high)
+  return jnp.clip(x + base.per_image(intensity.astype(jnp.float32)), low, high)
 
 
 _BY_255 = np.arange(256, dtype=np.float32) / np.float32(255)  # k / 255, correctly rounded
@@ -176,7 +172,7 @@ def apply_brightness_shift(images: jnp.ndarray, factor: jnp.ndarray) -> jnp.ndar
   span = shifted.max(axis=(1, 2, 3), keepdims=True)
   stretched = jnp.where(span != 0, shifted / jnp.where(span != 0, span, 1), shifted) * 255
   pixels = jnp.floor(jnp.where(outside, stretched, x))  # PIL's uint8: truncation
-  pixels = jnp.clip(jnp.floor(_per_image(factor.astype(jnp.float32)) * pixels), 0, 255)
+  pixels = jnp.clip(jnp.floor(base.per_image(factor.astype(jnp.float32)) * pixels), 0, 255)
   # pixels / 255 from a table: XLA turns a division by a constant into a
   # multiplication by its reciprocal, which differs from numpy's in the last bit.
   fraction = jnp.asarray(_BY_255)[pixels.astype(jnp.int32)]
