@@ -10,9 +10,11 @@ Run this file as a script to see the numbers:
 
 On 8 devices the cross-device sums of the gradients and metrics add in
 another order than on one, so the float32 results may differ in the last
-bits. The random draws do not differ: the augmented batch is the same bit
-for bit, and so are the dropout masks (the convnet runs with dropout 0.5; a
-different mask would change its parameters by far more than the tolerance).
+bits. The random draws do not differ: the augmented batches are the same
+up to the rounding of the bilinear warp (XLA vectorises a shard of 2 images
+and a batch of 16 differently on some CPUs), and so are the dropout masks
+(the convnet runs with dropout 0.5; a different mask would change its
+parameters by far more than the tolerance).
 """
 import json
 import os
@@ -31,6 +33,12 @@ DEVICES = 8
 # (losses, accuracies) at most 1.8e-7.
 PARAMS_ATOL = {'convnet': 1e-6, 'vgg16_finetune': 1e-4, 'accumulation': 1e-6}
 METRICS_ATOL = 1e-5
+# Max abs difference, in 0..255 pixels, between the augmented batches of 1 and
+# 8 devices: bit-equal on an Intel Xeon (AVX-512), 7.3e-4 on an AMD EPYC
+# (AVX2), where XLA's codegen for a shard of 2 images rounds the warp's
+# coordinates differently from the batch of 16. A different random draw (an
+# image warped by another angle or shift) moves pixels by tens.
+AUGMENT_ATOL = 1e-2
 
 
 @pytest.fixture(scope='module')
@@ -68,7 +76,7 @@ def test_the_8_device_step_splits_the_batch(measured):
 def test_augmentation_is_independent_of_the_device_count(measured):
   augmented = measured['augment']
   assert augmented['devices'] == [1, DEVICES] and augmented['sharded_over'] == DEVICES
-  assert augmented['equal'], augmented
+  assert augmented['max_abs_diff'] <= AUGMENT_ATOL, augmented
 
 
 def test_accumulated_step_equals_the_whole_batch_step(measured):
@@ -227,7 +235,6 @@ def _measure(out_path):
   measured['augment'] = {
       'devices': list(meshes),
       'sharded_over': len(out[DEVICES].sharding.device_set),
-      'equal': bool(np.array_equal(np.asarray(out[1]), np.asarray(out[DEVICES]))),
       'max_abs_diff': float(np.abs(np.asarray(out[1]) - np.asarray(out[DEVICES])).max())}
 
   # Gradient accumulation: without dropout (flax draws one mask per call, so
