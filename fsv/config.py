@@ -250,9 +250,9 @@ def validate(config: Mapping[str, Any]) -> ml_collections.ConfigDict:
   if not isinstance(config, Mapping):
     raise ConfigError(f'a config must be a mapping, got {type(config).__name__}')
   model_name = config.get('model', {}).get('name', 'small_convnet')
-  if model_name not in models.NAMES:
+  if model_name not in models.names():
     raise ConfigError(
-        f'config.model.name={model_name!r}: unknown model; known: {models.NAMES}')
+        f'config.model.name={model_name!r}: unknown model; known: {models.names()}')
   full = base(model_name)
   _check_keys(config, full.to_dict())
   try:

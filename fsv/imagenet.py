@@ -28,17 +28,19 @@ def class_names() -> tuple[str, ...]:
   return names
 
 
-def imagenet_top5(backbone_name: str, image_path: str,
-                  cache_dir: str = '') -> list[tuple[str, float]]:
+def imagenet_top5(backbone_name: str, image_path: str, cache_dir: str = '',
+                  weights: str = 'imagenet') -> list[tuple[str, float]]:
   """The five most likely ImageNet classes of a photo as (name, probability).
 
-  `backbone_name` is a model with an ImageNet classifier (efficientnet_lite0-2,
-  vgg16, vgg19) whose weights, top included, are in the cache; if they are
-  not, the WeightsError says which fetch command puts them there. The photo
-  is decoded as training images are (EXIF orientation, RGB, bilinear resize
-  of the whole image to the classifier's input size).
+  `backbone_name` is a model with an ImageNet classifier (every backbone but
+  small_convnet) whose weights, top included, are in the cache (or, for the
+  keras.applications ports, can be downloaded); if they are not, the
+  WeightsError says which fetch command puts them there. `weights` may name
+  a file of the classifier's weights instead (e.g. a Keras .h5 with the top).
+  The photo is decoded as training images are (EXIF orientation, RGB,
+  bilinear resize of the whole image to the classifier's input size).
   """
-  module, variables, size = models.imagenet_model(backbone_name, cache_dir)
+  module, variables, size = models.imagenet_model(backbone_name, cache_dir, weights)
   image, _ = decode.decode_file(image_path, size, 'bilinear')
   logits = inference.logits(module, variables, image[None], batch_size=1)
   probabilities = inference.probabilities(logits)[0]

@@ -433,7 +433,7 @@ def served_keras_file(params16, tmp_path, monkeypatch):
   write_official_h5(tmp_path / 'server' / 'vgg16' / name, params16)
   monkeypatch.setattr(sources, 'KERAS_URL', (tmp_path / 'server').as_uri() + '/vgg{depth}/')
   monkeypatch.setitem(sources.KERAS_FILES, (16, False),
-                      (name, sources.md5_of(tmp_path / 'server' / 'vgg16' / name)))
+                      (name, sources.hash_of(tmp_path / 'server' / 'vgg16' / name)))
   return tmp_path / 'cache'
 
 

@@ -1,25 +1,10 @@
-"""Models by name; this registry is the only place that lists them.
+"""Models by name: the registry of `Backbone` records (fsv/models/backbone.py).
 
-A backbone is one module declaring:
-  default_config(name)       its `config.model` keys;
-  INPUT_RESCALE              the `augment.rescale` it expects of 0-255 pixels;
-                             1.0 means the model preprocesses 0-255 pixels
-                             itself, in one place, and other values are
-                             refused;
-  PREPROCESSING              what that preprocessing is, in words;
-  default_input_size(name)   `data.image_size` by default;
-  min_input_size(config)     the smallest square input it accepts;
-  layer_groups(config)       named groups of parameter patterns, used as
-                             '@base', '@top_block', '@head' in `train.trainable`
-                             so that "unfreeze the top block" means the same for
-                             every backbone;
-  GRADCAM_LAYER              the name of the `layers.Tap` whose activations
-                             Grad-CAM explains (fsv/explain.py);
-  validate_config, build     checks and the Flax module;
-optionally head_of (a separately trainable `head`, for bottleneck features),
-pretrained_variables and pretrained_in_cache (its weight sources) and
-imagenet_model (its ImageNet classifier, for `fsv.imagenet_top5`). Adding a backbone is one module and one
-line in `_REGISTRY`.
+Every part of fsv asks this registry, never a model module, what it needs
+to know of a model. A model module declares its records in `BACKBONES`;
+the built-in ones are registered below, and a notebook adds its own with
+`fsv.models.register(Backbone(...))`, which checks the record against the
+contract first.
 """
 from __future__ import annotations
 
@@ -29,9 +14,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsv.models import convnext
 from fsv.models import efficientnet_lite
+from fsv.models import mobilenet_v2
+from fsv.models import resnet
 from fsv.models import small_convnet
 from fsv.models import vgg
+from fsv.models import xception
+from fsv.models.backbone import Backbone
+from fsv.models.backbone import BackboneError
+from fsv.models.backbone import ImageNetClassifier
+from fsv.models.backbone import check
+from fsv.models.backbone import Weights
 from fsv.models.efficientnet_lite import EfficientNetLite
 from fsv.models.small_convnet import SmallConvNet
 from fsv.models.vgg import VGG
@@ -40,15 +34,31 @@ from fsv.models.vgg import VGGClassifier
 VGG16 = functools.partial(VGG, depth=16)
 VGG19 = functools.partial(VGG, depth=19)
 
-_REGISTRY = {
-    'small_convnet': small_convnet,
-    'vgg16': vgg,
-    'vgg19': vgg,
-    'efficientnet_lite0': efficientnet_lite,
-    'efficientnet_lite1': efficientnet_lite,
-    'efficientnet_lite2': efficientnet_lite,
-}
-NAMES = tuple(_REGISTRY)
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register(backbone: Backbone) -> None:
+  """Makes `backbone` a `config.model.name`, after checking it meets the contract
+  (BackboneError naming what is missing). A name is registered once."""
+  check(backbone)
+  if backbone.name in _REGISTRY:
+    raise BackboneError(f'backbone {backbone.name!r} is already registered')
+  _REGISTRY[backbone.name] = backbone
+
+
+for _backbone in (small_convnet.BACKBONES + vgg.BACKBONES + efficientnet_lite.BACKBONES
+                  + xception.BACKBONES + resnet.BACKBONES + mobilenet_v2.BACKBONES
+                  + convnext.BACKBONES):
+  register(_backbone)
+
+
+def names() -> tuple[str, ...]:
+  """The registered `config.model.name`s."""
+  return tuple(_REGISTRY)
+
+
+NAMES = names()  # the built-in ones
+
 # config.model.batch_norm of models with BatchNorm: 'frozen' runs every
 # BatchNorm layer on its running statistics and never changes them (also
 # in training steps: Keras's trainable=False); 'train' lets the layers whose
@@ -58,52 +68,53 @@ NAMES = tuple(_REGISTRY)
 BATCH_NORM_MODES = ('frozen', 'train')
 
 
-def _module(name: str):
+def get(name: str) -> Backbone:
+  """The registered record of `config.model.name`."""
   if name not in _REGISTRY:
-    raise ValueError(f'unknown model {name!r}; known: {NAMES}')
+    raise ValueError(f'unknown model {name!r}; known: {names()}')
   return _REGISTRY[name]
 
 
 def default_config(name: str):
-  return _module(name).default_config(name)
+  return get(name).default_config()
 
 
 def input_rescale(name: str) -> float:
   """The `augment.rescale` the model expects of 0-255 pixels by default."""
-  return _module(name).INPUT_RESCALE
+  return get(name).input_rescale
 
 
 def default_input_size(name: str) -> tuple[int, int]:
-  return tuple(_module(name).default_input_size(name))
+  return tuple(get(name).default_input_size)
 
 
 def preprocessing(name: str) -> str:
   """In words, what the model does to 0-255 pixels before its first layer."""
-  return _module(name).PREPROCESSING
+  return get(name).preprocessing
 
 
 def gradcam_layer(name: str) -> str:
   """The `layers.Tap` whose activations Grad-CAM explains."""
-  return _module(name).GRADCAM_LAYER
+  return get(name).gradcam_layer
 
 
 def min_input_size(config) -> int:
-  return _module(config.name).min_input_size(config)
+  return get(config.name).min_input_size(config)
 
 
 def layer_groups(config) -> dict[str, tuple[str, ...]]:
   """Group name -> parameter patterns ('@<name>' in `train.trainable`)."""
-  return _module(config.name).layer_groups(config)
+  return dict(get(config.name).layer_groups(config))
 
 
 def has_head(config) -> bool:
   """Whether the model is a frozen-able base plus a `head` (bottleneck training)."""
-  return hasattr(_module(config.name), 'head_of')
+  return get(config.name).head_of is not None
 
 
 def head_of(config, model: nn.Module) -> nn.Module:
   """The module that the `head` parameters of `model` belong to."""
-  return _module(config.name).head_of(model)
+  return get(config.name).head_of(model)
 
 
 def validate_config(config, error) -> None:
@@ -112,16 +123,16 @@ def validate_config(config, error) -> None:
   if model.num_classes < 0 or model.num_classes == 1:
     raise error(f'config.model.num_classes={model.num_classes}: must be 0 '
                 '(take it from the data) or at least 2')
-  module = _module(model.name)
-  if module.INPUT_RESCALE == 1 and config.augment.rescale != 1:
+  record = get(model.name)
+  if record.input_rescale == 1 and config.augment.rescale != 1:
     raise error(
         f'config.augment.rescale={config.augment.rescale}: {model.name} applies its own '
-        f'{module.PREPROCESSING} to 0-255 pixels; rescaling them first (the blog\'s '
+        f'{record.preprocessing} to 0-255 pixels; rescaling them first (the blog\'s '
         'rescale=1./255) would feed the ImageNet weights the wrong inputs. Set it to 1.')
   if 'batch_norm' in model and model.batch_norm not in BATCH_NORM_MODES:
     raise error(f'config.model.batch_norm={model.batch_norm!r}: must be one of '
                 f'{BATCH_NORM_MODES}')
-  module.validate_config(config, error)
+  record.validate_config(config, error)
 
 
 def num_outputs(num_classes: int) -> int:
@@ -132,7 +143,7 @@ def num_outputs(num_classes: int) -> int:
 def build(config, num_classes: int, dtype: str = 'float32') -> nn.Module:
   """The model for `config.model` with a head for `num_classes`, computing
   its activations in `dtype` (the run's `config.dtype`, fsv/precision.py)."""
-  return _module(config.name).build(config, num_outputs(num_classes), jnp.dtype(dtype))
+  return get(config.name).build(config, num_outputs(num_classes), jnp.dtype(dtype))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -145,27 +156,32 @@ def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dic
   """Initial variables ('params', and 'batch_stats' for models with BatchNorm):
   random, then pretrained weights where the model has them."""
   variables = _random_variables(model, key, tuple(image_shape))
-  load = getattr(_module(config.name), 'pretrained_variables', None)
-  return load(config, variables) if load else variables
+  weights = get(config.name).weights
+  return weights.load(config, variables) if weights else variables
 
 
 def uses_uncached_weights(config) -> bool:
   """Whether the model would fetch pretrained weights that are not in the cache."""
-  module = _module(config.name)
-  return (bool(config.get('weights')) and config.weights == 'imagenet'
-          and not module.pretrained_in_cache(config))
+  weights = get(config.name).weights
+  return (bool(config.get('weights')) and config.weights == 'imagenet' and weights is not None
+          and not weights.in_cache(config))
 
 
-def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict, tuple[int, int]]:
-  """(module, variables, input size) of a backbone's 1000-class ImageNet classifier."""
-  module = _module(name)
-  if not hasattr(module, 'imagenet_model'):
+def imagenet_model(name: str, cache_dir: str = '', weights: str = 'imagenet'
+                   ) -> tuple[nn.Module, dict, tuple[int, int]]:
+  """(module, variables, input size) of a backbone's 1000-class ImageNet
+  classifier: the ImageNet weights, or those of `weights`, a file with the top
+  (e.g. a Keras .h5 of the same architecture)."""
+  classifier = get(name).imagenet
+  if classifier is None:
     raise ValueError(f'{name} has no ImageNet classifier; models that do: '
-                     f'{tuple(n for n in NAMES if hasattr(_module(n), "imagenet_model"))}')
-  return (*module.imagenet_model(name, cache_dir), module.imagenet_input_size(name))
+                     f'{tuple(n for n in names() if get(n).imagenet)}')
+  return (*classifier.load(weights, cache_dir), tuple(classifier.input_size))
 
 
-__all__ = ['BATCH_NORM_MODES', 'EfficientNetLite', 'NAMES', 'SmallConvNet', 'VGG', 'VGG16',
-           'VGG19', 'VGGClassifier', 'build', 'default_config', 'default_input_size',
-           'gradcam_layer', 'has_head', 'head_of', 'imagenet_model', 'init_variables',
-           'layer_groups', 'num_outputs', 'preprocessing']
+__all__ = ['BATCH_NORM_MODES', 'Backbone', 'BackboneError', 'EfficientNetLite',
+           'ImageNetClassifier', 'NAMES', 'SmallConvNet', 'VGG', 'VGG16', 'VGG19',
+           'VGGClassifier', 'Weights', 'build', 'default_config',
+           'default_input_size', 'get', 'gradcam_layer', 'has_head', 'head_of', 'imagenet_model',
+           'init_variables', 'layer_groups', 'names', 'num_outputs', 'preprocessing',
+           'register']

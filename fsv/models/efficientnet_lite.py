@@ -24,6 +24,7 @@ unless named in `batch_norm_training`: fsv/phases.py fills it, for
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -32,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models import backbone
 from fsv.models.layers import DepthwiseConv
+from fsv.models.layers import Head
 from fsv.models.layers import Tap
 
 INPUT_RESCALE = 1.0  # preprocess works on 0-255 pixels
@@ -114,18 +117,6 @@ def preprocess(rgb: jnp.ndarray) -> jnp.ndarray:
   return (rgb - MEAN) / STDDEV
 
 
-class Head(nn.Module):
-  """Dropout and logits on globally averaged features (as the ImageNet top)."""
-  num_outputs: int = 1
-  dropout: float = 0.2
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.Dropout(self.dropout, deterministic=not train)(features)
-    return nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
-
-
 class EfficientNetLite(nn.Module):
   """Logits of the ImageNet top (`include_top`) or of `head`; `features_only`
   stops at the globally averaged top activations (what `head` classifies)."""
@@ -205,14 +196,6 @@ def default_config(name: str = 'efficientnet_lite0') -> ml_collections.ConfigDic
   ))
 
 
-def default_input_size(name: str) -> tuple[int, int]:
-  return (VARIANTS[name].resolution,) * 2
-
-
-def imagenet_input_size(name: str) -> tuple[int, int]:
-  return default_input_size(name)
-
-
 def min_input_size(config) -> int:
   del config
   return 32  # five stride-2 stages leave one pixel
@@ -257,10 +240,22 @@ def pretrained_in_cache(config) -> bool:
   return efficientnet.cache_path(config.name, config.cache_dir).is_file()
 
 
-def imagenet_model(name: str, cache_dir: str = '') -> tuple[nn.Module, dict]:
+def imagenet_model(name: str, weights: str = 'imagenet', cache_dir: str = ''
+                   ) -> tuple[nn.Module, dict]:
   """The ImageNet classifier and its variables (for `fsv.imagenet_top5`)."""
-  config = default_config(name)
-  config.cache_dir = cache_dir
   from fsv.pretrained import efficientnet
-  return (build(config, IMAGENET_CLASSES, include_top=True),
-          efficientnet.load(name, 'imagenet', True, cache_dir))
+  return (build(default_config(name), IMAGENET_CLASSES, include_top=True),
+          efficientnet.load(name, weights, True, cache_dir))
+
+
+BACKBONES = tuple(
+    backbone.Backbone(
+        name=name, default_config=functools.partial(default_config, name),
+        validate_config=validate_config, build=build, input_rescale=INPUT_RESCALE,
+        preprocessing=PREPROCESSING, default_input_size=(variant.resolution,) * 2,
+        min_input_size=min_input_size, layer_groups=layer_groups,
+        gradcam_layer=GRADCAM_LAYER, has_batch_norm=True, head_of=head_of,
+        weights=backbone.Weights(load=pretrained_variables, in_cache=pretrained_in_cache),
+        imagenet=backbone.ImageNetClassifier(load=functools.partial(imagenet_model, name),
+                                             input_size=(variant.resolution,) * 2))
+    for name, variant in VARIANTS.items())

@@ -21,7 +21,7 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 
 
 class DepthwiseConv(nn.Module):
-  """A depthwise convolution with TF/lax 'SAME' padding and no bias; the kernel
+  """A depthwise convolution with TF/lax 'SAME' padding (and a bias if asked); the kernel
   is (k, k, 1, channels), as `nn.Conv(feature_group_count=channels)` holds it.
 
   Computed as k*k shifted multiply-adds rather than a grouped convolution:
@@ -30,24 +30,17 @@ class DepthwiseConv(nn.Module):
   """
   kernel_size: int
   stride: int = 1
+  use_bias: bool = False
   dtype: Any = jnp.float32  # of the computation; the kernel is stored in float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    k, s = self.kernel_size, self.stride
+    k = self.kernel_size
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, x.shape[-1]))
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    _, h, w, _ = x.shape
-    out_h, out_w = -(-h // s), -(-w // s)
-    pad_h, pad_w = max((out_h - 1) * s + k - h, 0), max((out_w - 1) * s + k - w, 0)
-    # TF 'same': an odd total padding puts the extra row/column after.
-    x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
-                    (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-    out = jnp.zeros(x.shape[:1] + (out_h, out_w) + x.shape[3:], x.dtype)
-    for u in range(k):
-      for v in range(k):
-        window = x[:, u:u + (out_h - 1) * s + 1:s, v:v + (out_w - 1) * s + 1:s]
-        out = out + window * kernel[u, v, 0]
+    out = depthwise_same(x, kernel, self.stride)
+    if self.use_bias:
+      out = out + self.param('bias', nn.initializers.zeros, (x.shape[-1],)).astype(self.dtype)
     return out
 
 
@@ -61,3 +54,81 @@ class Tap(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     return x
+
+
+def depthwise_same(x: jnp.ndarray, kernel: jnp.ndarray, stride: int = 1) -> jnp.ndarray:
+  """x (n, h, w, C) convolved channel by channel with kernel (k, k, 1, C), TF 'SAME'
+  padding, as k*k shifted multiply-adds (what `DepthwiseConv` computes)."""
+  k, s = kernel.shape[0], stride
+  _, h, w, _ = x.shape
+  out_h, out_w = -(-h // s), -(-w // s)
+  pad_h, pad_w = max((out_h - 1) * s + k - h, 0), max((out_w - 1) * s + k - w, 0)
+  # TF 'same': an odd total padding puts the extra row/column after.
+  x = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                  (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  out = jnp.zeros(x.shape[:1] + (out_h, out_w) + x.shape[3:], x.dtype)
+  for u in range(k):
+    for v in range(k):
+      window = x[:, u:u + (out_h - 1) * s + 1:s, v:v + (out_w - 1) * s + 1:s]
+      out = out + window * kernel[u, v, 0]
+  return out
+
+
+class SeparableConv(nn.Module):
+  """Keras's SeparableConv2D (depth_multiplier 1, 'same' padding): a depthwise
+  convolution, then a 1x1 convolution to `features` channels, then the bias if asked.
+
+  Leaves `depthwise_kernel` (k, k, 1, C) and `pointwise_kernel` (1, 1, C, features)
+  (and `bias`), fsv/pretrained/keras_layers.py's names for Keras's arrays. The
+  depthwise part is `depthwise_same`, not a grouped convolution (see
+  `DepthwiseConv`); the pointwise part is a matrix product over channels.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  use_bias: bool = False
+  dtype: Any = jnp.float32  # of the computation; the kernels are stored in float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k, channels = self.kernel_size, x.shape[-1]
+    depthwise = self.param('depthwise_kernel', nn.initializers.lecun_normal(),
+                           (k, k, 1, channels))
+    pointwise = self.param('pointwise_kernel', nn.initializers.lecun_normal(),
+                           (1, 1, channels, self.features))
+    x = depthwise_same(x.astype(self.dtype), depthwise.astype(self.dtype), self.stride)
+    out = x @ pointwise[0, 0].astype(self.dtype)
+    if self.use_bias:
+      out = out + self.param('bias', nn.initializers.zeros,
+                             (self.features,)).astype(self.dtype)
+    return out
+
+
+class Head(nn.Module):
+  """Dropout and logits on globally pooled features: the transfer head of the
+  backbones whose ImageNet top is one dense layer on pooled features."""
+  num_outputs: int = 1
+  dropout: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = nn.Dropout(self.dropout, deterministic=not train)(features)
+    return nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
+
+
+POOLINGS = ('avg', 'max')
+
+
+def global_pool(x: jnp.ndarray, pooling: str) -> jnp.ndarray:
+  """(n, h, w, C) -> (n, C): Keras's GlobalAveragePooling2D or GlobalMaxPooling2D."""
+  return x.mean(axis=(1, 2)) if pooling == 'avg' else x.max(axis=(1, 2))
+
+
+def validate_head_config(full_config, error) -> None:
+  """Checks the keys of a backbone with a global pooling and a `Head`."""
+  config = full_config.model
+  if config.pooling not in POOLINGS:
+    raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
+  if not 0 <= config.head_dropout < 1:
+    raise error(f'config.model.head_dropout={config.head_dropout}: must be in [0, 1)')

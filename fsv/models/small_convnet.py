@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models import backbone
 from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
@@ -77,11 +78,6 @@ def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(name=name, num_classes=0, pooling='', **BOOK))
 
 
-def default_input_size(name: str) -> tuple[int, int]:
-  del name
-  return (150, 150)
-
-
 def layer_groups(config) -> dict[str, tuple[str, ...]]:
   """No pretrained base: 'base' is the conv stack, 'top_block' its last conv."""
   return {'base': ('conv.*',), 'top_block': (f'conv{len(config.conv_features)}/.*',),
@@ -116,3 +112,10 @@ def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
                       dense_units=config.dense_units,
                       flatten_dropout=config.flatten_dropout,
                       dense_dropout=config.dense_dropout, pooling=config.pooling)
+
+
+BACKBONES = (backbone.Backbone(
+    name='small_convnet', default_config=default_config, validate_config=validate_config,
+    build=build, input_rescale=INPUT_RESCALE, preprocessing=PREPROCESSING,
+    default_input_size=(150, 150), min_input_size=min_input_size, layer_groups=layer_groups,
+    gradcam_layer=GRADCAM_LAYER),)

@@ -15,12 +15,14 @@ what fine-tuning trains.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fsv.models import backbone
 from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
@@ -152,16 +154,6 @@ def default_config(name: str = 'vgg16') -> ml_collections.ConfigDict:
   ))
 
 
-def default_input_size(name: str) -> tuple[int, int]:
-  del name
-  return (150, 150)  # the recipe's; ImageNet's is IMAGENET_INPUT_SIZE
-
-
-def imagenet_input_size(name: str) -> tuple[int, int]:
-  del name
-  return IMAGENET_INPUT_SIZE
-
-
 def min_input_size(config) -> int:
   del config
   return 32  # five 2x2 poolings leave one pixel
@@ -202,14 +194,27 @@ def pretrained_in_cache(config) -> bool:
   return sources.cache_path(_depth(config), False, config.cache_dir).is_file()
 
 
-def imagenet_model(name: str, cache_dir: str = '') -> tuple[VGG, dict]:
-  """Keras's VGG with its 1000-class top and the ImageNet weights."""
+def imagenet_model(depth: int, weights: str = 'imagenet', cache_dir: str = '') -> tuple[VGG, dict]:
+  """Keras's VGG with its 1000-class top and the ImageNet weights (or a file's)."""
   from fsv import pretrained
-  depth = int(name[len('vgg'):])
-  return VGG(depth=depth), {'params': pretrained.load_vgg(depth, 'imagenet', True, cache_dir)}
+  return VGG(depth=depth), {'params': pretrained.load_vgg(depth, weights, True, cache_dir)}
 
 
 def build(config, num_outputs: int, dtype: Any) -> VGGClassifier:
   return VGGClassifier(depth=_depth(config), num_outputs=num_outputs, dtype=dtype,
                        head_units=config.head_units, head_dropout=config.head_dropout,
                        pooling=config.pooling)
+
+
+BACKBONES = tuple(
+    backbone.Backbone(
+        name=f'vgg{depth}', default_config=functools.partial(default_config, f'vgg{depth}'),
+        validate_config=validate_config, build=build, input_rescale=INPUT_RESCALE,
+        preprocessing=PREPROCESSING,
+        default_input_size=(150, 150),  # the recipe's; ImageNet's is IMAGENET_INPUT_SIZE
+        min_input_size=min_input_size, layer_groups=layer_groups,
+        gradcam_layer=GRADCAM_LAYER, head_of=head_of,
+        weights=backbone.Weights(load=pretrained_variables, in_cache=pretrained_in_cache),
+        imagenet=backbone.ImageNetClassifier(
+            load=functools.partial(imagenet_model, depth), input_size=IMAGENET_INPUT_SIZE))
+    for depth in BLOCKS)

@@ -140,28 +140,36 @@ def _check_imagenet(params: dict, depth: int, origin: str, remedy: str):
                        f'weights\' {expected}; {remedy}')
 
 
-def md5_of(path: pathlib.Path) -> str:
-  digest = hashlib.md5()
+def _algorithm(file_hash: str) -> str:
+  """Keras's `get_file` convention: a 64-digit hash is sha256, a 32-digit one md5."""
+  return 'sha256' if len(file_hash) == 64 else 'md5'
+
+
+def hash_of(path: pathlib.Path, file_hash: str = 'md5') -> str:
+  """The hex digest of `path` in the algorithm of `file_hash` (md5 by default)."""
+  digest = hashlib.new(_algorithm(file_hash))
   with open(path, 'rb') as f:
     for chunk in iter(lambda: f.read(_CHUNK), b''):
       digest.update(chunk)
   return digest.hexdigest()
 
 
-def download(url: str, md5: str, dest: pathlib.Path, offline_hint: str = ''):
-  """Downloads `url` to `dest` if its md5 is `md5`; otherwise leaves nothing.
+def download(url: str, file_hash: str | None, dest: pathlib.Path, offline_hint: str = ''):
+  """Downloads `url` to `dest` if its md5 or sha256 (by length) is `file_hash`
+  (None: a file Keras pins no hash for, kept whatever it is); otherwise
+  leaves nothing.
 
   `offline_hint` ends the message when the download fails for want of network.
   """
   def write(out):
-    digest = hashlib.md5()
+    digest = hashlib.new(_algorithm(file_hash or ''))
     with urllib.request.urlopen(url, timeout=60) as response:
       for chunk in iter(lambda: response.read(_CHUNK), b''):
         digest.update(chunk)
         out.write(chunk)
-    if digest.hexdigest() != md5:
-      raise WeightsError(f'{url}: md5 {digest.hexdigest()}, expected {md5} (a truncated '
-                         'or altered download); nothing was kept')
+    if file_hash is not None and digest.hexdigest() != file_hash:
+      raise WeightsError(f'{url}: {digest.name} {digest.hexdigest()}, expected {file_hash} '
+                         '(a truncated or altered download); nothing was kept')
 
   try:
     files.write_atomically(dest, write)
@@ -172,7 +180,7 @@ def download(url: str, md5: str, dest: pathlib.Path, offline_hint: str = ''):
 def _from_keras(depth: int, include_top: bool, folder: pathlib.Path) -> dict:
   name, md5 = KERAS_FILES[depth, include_top]
   path = folder / name
-  if not path.exists() or md5_of(path) != md5:
+  if not path.exists() or hash_of(path) != md5:
     download(keras_url(depth, include_top), md5, path,
              f'Without network, {fetch_hint(depth, include_top)}')
   return from_file(path, depth, include_top)
@@ -233,7 +241,7 @@ def _from_local(path: pathlib.Path, depth: int, include_top: bool) -> dict:
     return _from_wheel(path)
   if depth not in IMAGENET_CONV_DIGESTS:
     expected = KERAS_FILES[depth, include_top][1]
-    if not path.is_file() or md5_of(path) != expected:
+    if not path.is_file() or hash_of(path) != expected:
       raise WeightsError(f'{path}: without a pinned digest for VGG{depth}, only the '
                          f'official file {KERAS_FILES[depth, include_top][0]} (md5 '
                          f'{expected}) is accepted as its ImageNet weights')
