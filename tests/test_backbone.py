@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -145,3 +146,25 @@ def test_a_missing_piece_is_one_clear_error_at_registration(registry, changes, m
   with pytest.raises(models.BackboneError, match=f"backbone '[-\\w]+': {message}"):
     models.register(_stub(**changes))
   assert 'stub_net' not in models.names()
+
+
+@pytest.mark.parametrize('name', models.NAMES)
+def test_every_backbone_taps_its_gradcam_layer_on_spatial_activations(name):
+  """The contract cannot see inside a module without tracing it: this traces
+  each built-in one (shapes only) for the Tap that Grad-CAM looks for."""
+  config = models.default_config(name)
+  model = models.get(name).build(config, 2, jnp.float32)
+  size = max(32, models.min_input_size(config))
+  taps = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, layers.Tap):
+      taps[context.module.name] = out.shape
+    return out
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  gradcam_layer = models.gradcam_layer(name)
+  assert gradcam_layer in taps, (gradcam_layer, sorted(taps))
+  assert len(taps[gradcam_layer]) == 4  # (n, h, w, channels): a map to weight

@@ -75,7 +75,7 @@ def test_scaling_of_lite2():
   assert [s.channels for s in stages] == [16, 24, 48, 88, 120, 208, 352]
   # Lite keeps the first and last stage's repeats; the others scale by 1.2, ceiled.
   assert [s.repeats for s in stages] == [1, 3, 3, 4, 4, 5, 1]
-  assert lite.default_input_size('efficientnet_lite2') == (260, 260)
+  assert models.default_input_size('efficientnet_lite2') == (260, 260)
 
 
 def test_stem_pads_like_tensorflow_same_after_preprocessing():

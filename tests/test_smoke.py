@@ -15,9 +15,11 @@ VARIANTS = {'efficientnet_finetune': 'efficientnet_lite1'}  # another variant, o
 
 
 def test_every_shipped_config_is_covered():
-  assert set(CONFIGS) == {'bottleneck', 'efficientnet_feature_extraction',
-                          'efficientnet_finetune', 'fast', 'feature_extraction', 'finetune',
-                          'finetune_tpu', 'scratch', 'scratch_aug', 'scratch_modern'}
+  assert set(CONFIGS) == {'bottleneck', 'dog_breeds_scratch', 'dog_breeds_xception',
+                          'efficientnet_feature_extraction', 'efficientnet_finetune', 'fast',
+                          'feature_extraction', 'finetune', 'finetune_block3', 'finetune_tpu',
+                          'scratch', 'scratch_aug', 'scratch_blog', 'scratch_modern',
+                          'scratch_two_blocks'}
 
 
 @pytest.mark.parametrize('name', CONFIGS)

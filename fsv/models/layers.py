@@ -132,3 +132,14 @@ def validate_head_config(full_config, error) -> None:
     raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
   if not 0 <= config.head_dropout < 1:
     raise error(f'config.model.head_dropout={config.head_dropout}: must be in [0, 1)')
+
+
+def batch_norm(model: nn.Module, x: jnp.ndarray, name: str, train: bool, momentum: float,
+               epsilon: float) -> jnp.ndarray:
+  """Keras's BatchNormalization `name`, inside `model`'s compact method, frozen
+  as fsv freezes it: batch statistics (and updates of the running ones) only
+  in training steps and only in the layers `model.batch_norm_training` names;
+  every other call normalises with the running statistics (Keras's
+  trainable=False). Activations in `model.dtype`."""
+  return nn.BatchNorm(use_running_average=not (train and name in model.batch_norm_training),
+                      momentum=momentum, epsilon=epsilon, dtype=model.dtype, name=name)(x)

@@ -152,9 +152,7 @@ class Xception(nn.Module):
   dtype: Any = jnp.float32  # of the activations; parameters and BatchNorm statistics are float32
 
   def _bn(self, x, name: str, train: bool):
-    return nn.BatchNorm(use_running_average=not (train and name in self.batch_norm_training),
-                        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype,
-                        name=name)(x)
+    return layers.batch_norm(self, x, name, train, BN_MOMENTUM, BN_EPSILON)
 
   def _sepconv(self, x, channels: int, name: str, train: bool):
     """SeparableConv2D 3x3 'same' and its BatchNorm (the ReLU, where there is
