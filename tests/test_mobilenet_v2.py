@@ -115,7 +115,7 @@ def _template(include_top: bool) -> dict:
   model = mnv2.MobileNetV2(include_top=include_top)
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
   if not include_top:
-    head = mnv2.head_of(model).init(jax.random.key(0), jnp.zeros((1, FEATURES)))
+    head = models.head_of(mnv2.default_config(), model).init(jax.random.key(0), jnp.zeros((1, FEATURES)))
     variables = {**variables, 'params': {**variables['params'], 'head': head['params']}}
   return variables
 

@@ -221,10 +221,6 @@ class ConvNeXt(nn.Module):
     return Head(self.num_outputs, self.head_dropout, self.dtype, name='head')(x, train=train)
 
 
-def head_of(model: ConvNeXt) -> Head:
-  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
-
-
 def default_config(name: str = 'convnext_tiny') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name,
@@ -285,7 +281,7 @@ def _backbone(name: str) -> backbone.Backbone:
       name=name, default_config=config, validate_config=validate_config, build=build,
       input_rescale=INPUT_RESCALE, preprocessing=PREPROCESSING, default_input_size=size,
       min_input_size=min_input_size, layer_groups=layer_groups,
-      gradcam_layer=GRADCAM_LAYER, head_of=head_of, weights=weights, imagenet=imagenet)
+      gradcam_layer=GRADCAM_LAYER, head_of=layers.head_of, weights=weights, imagenet=imagenet)
 
 
 BACKBONES = tuple(_backbone(name) for name in REGISTERED)

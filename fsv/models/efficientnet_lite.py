@@ -177,10 +177,6 @@ class EfficientNetLite(nn.Module):
     return Head(self.num_outputs, self.head_dropout, self.dtype, name='head')(x, train=train)
 
 
-def head_of(model: EfficientNetLite) -> Head:
-  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
-
-
 def default_config(name: str = 'efficientnet_lite0') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name,
@@ -253,7 +249,7 @@ BACKBONES = tuple(
         validate_config=validate_config, build=build, input_rescale=INPUT_RESCALE,
         preprocessing=PREPROCESSING, default_input_size=(variant.resolution,) * 2,
         min_input_size=min_input_size, layer_groups=layer_groups,
-        gradcam_layer=GRADCAM_LAYER, has_batch_norm=True, head_of=head_of,
+        gradcam_layer=GRADCAM_LAYER, has_batch_norm=True, head_of=layers.head_of,
         weights=backbone.Weights(load=pretrained_variables, in_cache=pretrained_in_cache),
         imagenet=backbone.ImageNetClassifier(load=functools.partial(imagenet_model, name),
                                              input_size=(variant.resolution,) * 2))

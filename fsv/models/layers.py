@@ -117,6 +117,12 @@ class Head(nn.Module):
     return nn.Dense(self.num_outputs, dtype=self.dtype, name='logits')(x)
 
 
+def head_of(model: nn.Module) -> Head:
+  """The `Head` of a model with fields num_outputs, head_dropout and dtype, as a
+  module of its own (for the `head` parameters, trained on cached features)."""
+  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
+
+
 POOLINGS = ('avg', 'max')
 
 

@@ -156,10 +156,6 @@ class MobileNetV2(nn.Module):
     return Head(self.num_outputs, self.head_dropout, self.dtype, name='head')(x, train=train)
 
 
-def head_of(model: MobileNetV2) -> Head:
-  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
-
-
 def default_config(name: str = 'mobilenet_v2') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name,
@@ -207,7 +203,7 @@ def _backbone(name: str) -> backbone.Backbone:
       input_rescale=INPUT_RESCALE, preprocessing=PREPROCESSING,
       default_input_size=DEFAULT_INPUT_SIZE, min_input_size=min_input_size,
       layer_groups=layer_groups, gradcam_layer=GRADCAM_LAYER, has_batch_norm=True,
-      head_of=head_of, weights=weights, imagenet=imagenet)
+      head_of=layers.head_of, weights=weights, imagenet=imagenet)
 
 
 BACKBONES = tuple(_backbone(name) for name in ALPHAS)

@@ -156,10 +156,6 @@ class ResNet50(ResNetV1):
 MODULES = {'resnet50': ResNet50}
 
 
-def head_of(model: ResNetV1) -> Head:
-  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
-
-
 def default_config(name: str = 'resnet50') -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name,
@@ -203,7 +199,7 @@ def _backbone(name: str) -> backbone.Backbone:
       input_rescale=INPUT_RESCALE, preprocessing=PREPROCESSING,
       default_input_size=IMAGENET_INPUT_SIZE, min_input_size=min_input_size,
       layer_groups=layer_groups, gradcam_layer=GRADCAM_LAYER, has_batch_norm=True,
-      head_of=head_of, weights=weights, imagenet=imagenet)
+      head_of=layers.head_of, weights=weights, imagenet=imagenet)
 
 
 BACKBONES = tuple(_backbone(name) for name in MODULES)

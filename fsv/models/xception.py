@@ -207,10 +207,6 @@ class Xception(nn.Module):
     return Head(self.num_outputs, self.head_dropout, self.dtype, name='head')(x, train=train)
 
 
-def head_of(model: Xception) -> Head:
-  return Head(model.num_outputs, model.head_dropout, model.dtype, parent=None)
-
-
 def default_config(name: str = NAME) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name=name,
@@ -256,5 +252,5 @@ BACKBONES = (
         build=build, input_rescale=INPUT_RESCALE, preprocessing=PREPROCESSING,
         default_input_size=DEFAULT_INPUT_SIZE, min_input_size=min_input_size,
         layer_groups=layer_groups, gradcam_layer=GRADCAM_LAYER, has_batch_norm=True,
-        head_of=head_of, weights=_WEIGHTS, imagenet=_IMAGENET),
+        head_of=layers.head_of, weights=_WEIGHTS, imagenet=_IMAGENET),
 )
