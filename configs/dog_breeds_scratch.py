@@ -32,3 +32,9 @@ def get_config(arg: str = ''):
   config.train.optimizer = 'rmsprop'
   config.train.learning_rate = 1e-3
   return config_lib.smoke(config) if smoke else config
+
+
+def get_sweep(arg: str = ''):
+  """The seeds `python -m experiments.sweep` runs of this config (README: Ablations)."""
+  del arg  # the same seeds for every variant
+  return {'seed': range(3)}
