@@ -1,11 +1,14 @@
-r"""Runs the benchmark rows, fsv against its Keras peers; prints a table, writes JSON.
+r"""Runs the benchmark rows, fsv against its peers; prints a table, writes JSON.
 
-  python -m bench.run --json=bench.json                    # every row
+  python -m bench.run --json=bench.json                    # every row, the Keras peers
   python -m bench.run --json=bench.json --rows=1,4 --reps=7
+  python -m bench.run --json=bench.json --rows=1,2b,3 \
+      --peers=keras-tf,keras-jax,torch,torch-compile     # PyTorch beside them
   python -m bench.run --json=smoke.json --rows=1 --reps=1 --warmup=0 --steps=1 \
       --image_size=48 --peers=                             # fsv alone, seconds
 
-Needs `pip install -e '.[bench]'` for the peers. Each row's figures are
+Needs `pip install -e '.[bench]'` for the Keras peers and
+`pip install -e '.[bench-torch]'` for the torch ones. Each row's figures are
 written to --json as soon as the row is done. See bench/__init__.py for the
 method.
 """
@@ -29,10 +32,12 @@ from absl import flags
 from bench import rows as rows_lib
 from bench import worker as worker_lib
 
-# The JSON name of each side's figures; the Keras-TensorFlow side is the peer.
-COLUMNS = {'fsv': 'fsv', 'keras-tf': 'peer', 'keras-jax': 'keras_jax'}
+# The JSON name of each side's figures, every side that bench.worker knows.
+COLUMNS = {'fsv': 'fsv', 'keras-tf': 'keras_tf', 'keras-jax': 'keras_jax', 'torch': 'torch',
+           'torch-compile': 'torch_compile'}
+PEERS = tuple(side for side in COLUMNS if side != 'fsv')
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy', 'keras', 'tensorflow-cpu',
-            'tensorflow', 'scipy', 'pillow')
+            'tensorflow', 'torch', 'scipy', 'pillow')
 
 _JSON = flags.DEFINE_string('json', None, 'Where the rows go (a JSON list).')
 _ROWS = flags.DEFINE_list('rows', [r.id for r in rows_lib.ROWS],
@@ -42,7 +47,8 @@ _REPS = flags.DEFINE_integer('reps', 5, 'Timed repetitions of each side per row.
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed repetitions first (compiles, caches).',
                                lower_bound=0)
 _PEERS = flags.DEFINE_list('peers', ['keras-tf', 'keras-jax'],
-                           'Keras sides to run beside fsv; empty for fsv alone.')
+                           f'Sides to run beside fsv, of {",".join(PEERS)}; empty for '
+                           'fsv alone. The torch sides have rows 1, 2b and 3 only.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Batches per repetition for every row but '
                               'epoch_from_jpeg (0: each row\'s own, ~5-10 s a repetition).',
                               lower_bound=0)
@@ -57,7 +63,7 @@ _JIT = flags.DEFINE_enum('keras_jit_compile', 'auto', ['auto', 'true', 'false'],
                          "Keras's compile(jit_compile=...).")
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random images.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16', 'float16'],
-                           "fsv's config.dtype; the Keras peers compute in float32.")
+                           "fsv's config.dtype; the peers compute in float32.")
 _LOG_DIR = flags.DEFINE_string('worker_logs', '', "Workers' stderr, a file per row and "
                                'side (default: a new temporary folder).')
 flags.mark_flags_as_required(['json'])
@@ -144,7 +150,8 @@ def alternate(run: Callable[[str], dict], sides: list, warmup: int,
 
 def summarize(rates: dict[str, list[float]], peak_rss: dict[str, float],
               info: dict[str, dict]) -> dict:
-  """The medians, the ratio fsv/Keras-TF (None without that peer) and the details."""
+  """The medians, fsv's ratio to each peer (None for a side that did not run
+  the row) and the details; every side's keys are there."""
   row = {}
   for side, column in COLUMNS.items():
     measured = side in rates
@@ -152,8 +159,10 @@ def summarize(rates: dict[str, list[float]], peak_rss: dict[str, float],
     row[f'{column}_images_per_s_reps'] = rates.get(side)
     row[f'{column}_peak_rss_mb'] = peak_rss.get(side)
     row[f'{column}_info'] = info.get(side)
-  fsv, peer = row['fsv_images_per_s'], row['peer_images_per_s']
-  row['ratio'] = fsv / peer if fsv and peer else None
+  fsv = row['fsv_images_per_s']
+  for peer in PEERS:
+    other = row[f'{COLUMNS[peer]}_images_per_s']
+    row[f'ratio_{COLUMNS[peer]}'] = fsv / other if fsv and other else None
   return row
 
 
@@ -209,34 +218,35 @@ def _commit() -> Optional[str]:
     return None
 
 
-TABLE = (('row', 'row', '{}'), ('name', 'name', '{}'),
-         ('fsv img/s', 'fsv_images_per_s', '{:.1f}'),
-         ('keras-tf img/s', 'peer_images_per_s', '{:.1f}'),
-         ('ratio', 'ratio', '{:.2f}'),
-         ('keras-jax img/s', 'keras_jax_images_per_s', '{:.1f}'),
-         ('fsv MB', 'fsv_peak_rss_mb', '{:.0f}'),
-         ('keras-tf MB', 'peer_peak_rss_mb', '{:.0f}'),
-         ('keras-jax MB', 'keras_jax_peak_rss_mb', '{:.0f}'))
-WIDTHS = (4, 48, 10, 15, 6, 16, 7, 12, 13)
+def table(sides: list) -> list[tuple[str, str, str]]:
+  """The printed columns for `sides` (fsv first) as (header, JSON key, format):
+  images/s of each side, then fsv's ratio to each peer. The peak memory, a
+  column a side, is in the JSON only: with every peer the line would not fit."""
+  columns = [('row', 'row', '{}'), ('name', 'name', '{}')]
+  columns += [(f'{side} img/s', f'{COLUMNS[side]}_images_per_s', '{:.1f}') for side in sides]
+  columns += [(f'fsv/{side}', f'ratio_{COLUMNS[side]}', '{:.2f}') for side in sides[1:]]
+  return columns
 
 
-def table_line(cells) -> str:
-  return ' '.join(f'{c:<{w}}' if i < 2 else f'{c:>{w}}'
-                  for i, (c, w) in enumerate(zip(cells, WIDTHS)))
+LEFT = {'row': 4, 'name': 48}  # the widths of the text columns; a figure's is its header's
 
 
-def table_row(row: dict) -> str:
-  return table_line(['-' if row[key] is None else form.format(row[key])
-                     for _, key, form in TABLE])
+def table_line(columns: list, cells) -> str:
+  return ' '.join(f'{c:<{LEFT[key]}}' if key in LEFT else f'{c:>{len(header)}}'
+                  for (header, key, _), c in zip(columns, cells))
+
+
+def table_row(columns: list, row: dict) -> str:
+  return table_line(columns, ['-' if row[key] is None else form.format(row[key])
+                              for _, key, form in columns])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  peers = list(worker_lib.KERAS_BACKENDS)
-  unknown = sorted(set(_PEERS.value) - set(peers))
+  unknown = sorted(set(_PEERS.value) - set(PEERS))
   if unknown:
-    raise app.UsageError(f'unknown peers {unknown}; peers are {peers}')
+    raise app.UsageError(f'unknown peers {unknown}; peers are {list(PEERS)}')
   try:
     selected = rows_lib.select(_ROWS.value)
   except ValueError as e:
@@ -249,7 +259,9 @@ def main(argv):
                 machine=machine(),
                 date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
                 versions=versions())
-  print(f'worker logs: {log_dir}\n{table_line([t[0] for t in TABLE])}', flush=True)
+  columns = table(sides)
+  print(f'worker logs: {log_dir}\n{table_line(columns, [c[0] for c in columns])}',
+        flush=True)
   results = []
   for row in selected:
     settings = dict(batch_size=_BATCH.value, image_size=_SIZE.value,
@@ -257,12 +269,13 @@ def main(argv):
                     data_dir=os.path.abspath(_DATA_DIR.value), keras_jit_compile=_JIT.value,
                     dtype=_DTYPE.value)
     try:
-      measured = measure_row(row, sides, settings, _WARMUP.value, _REPS.value, log_dir)
+      measured = measure_row(row, [s for s in sides if worker_lib.implements(s, row.name)],
+                             settings, _WARMUP.value, _REPS.value, log_dir)
     except WorkerError as e:
       sys.exit(f'error in row {row.id} {row.name}: {e}')
     results.append({'row': row.id, 'name': row.name, **measured,
                     'steps': settings['steps'] if row.steps else None, **common})
-    print(table_row(results[-1]), flush=True)
+    print(table_row(columns, results[-1]), flush=True)
     with open(_JSON.value, 'w') as f:
       json.dump(results, f, indent=1)
 

@@ -1,18 +1,22 @@
 r"""One side of one benchmark row in a process of its own.
 
-  python -m bench.worker --side=fsv|keras-tf|keras-jax --row=NAME --settings=JSON
+  python -m bench.worker --side=fsv|keras-tf|keras-jax|torch|torch-compile \
+      --row=NAME --settings=JSON
 
 A process of its own because Keras fixes its backend when it is first
 imported (KERAS_BACKEND is set here, before that), and so that its peak RSS
-is this side's alone. Protocol, one JSON object per line: once set up, the
-worker writes {"ready": info}; each "run" line is one repetition, answered
-{"seconds": s, "images": n}; "stop" is answered {"peak_rss_mb": m}. A
-failure is answered {"error": traceback}. The protocol has the process's
-original stdout to itself: anything the libraries print goes to stderr.
+is this side's alone. The torch sides have only TORCH_ROWS: the coordinator
+asks `implements` before it starts a worker. Protocol, one JSON object per
+line: once set up, the worker writes {"ready": info}; each "run" line is one
+repetition, answered {"seconds": s, "images": n}; "stop" is answered
+{"peak_rss_mb": m}. A failure is answered {"error": traceback}. The protocol
+has the process's original stdout to itself: anything the libraries print
+goes to stderr.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -23,7 +27,15 @@ import traceback
 from bench import rows
 
 KERAS_BACKENDS = {'keras-tf': 'tensorflow', 'keras-jax': 'jax'}
-SIDES = ('fsv',) + tuple(KERAS_BACKENDS)
+TORCH_SIDES = ('torch', 'torch-compile')
+SIDES = ('fsv',) + tuple(KERAS_BACKENDS) + TORCH_SIDES
+# bench.torch_side.TASKS's rows, named here so that the coordinator need not import torch.
+TORCH_ROWS = ('convnet_train_step', 'convnet_train_step_augmented_layers', 'epoch_from_jpeg')
+
+
+def implements(side: str, row: str) -> bool:
+  """Whether `side` has a task for the row named `row`."""
+  return side not in TORCH_SIDES or row in TORCH_ROWS
 
 
 def _protocol_stream():
@@ -39,6 +51,11 @@ def _tasks(side: str) -> dict:
   if side == 'fsv':
     from bench import fsv_side
     return fsv_side.TASKS
+  if side in TORCH_SIDES:
+    from bench import torch_side
+    compiled = side == 'torch-compile'
+    return {row: functools.partial(build, compiled=compiled)
+            for row, build in torch_side.TASKS.items()}
   os.environ['KERAS_BACKEND'] = KERAS_BACKENDS[side]
   from bench import keras_side
   return keras_side.TASKS
