@@ -11,8 +11,8 @@ Dense 64 (ReLU), Dropout 0.5, one sigmoid unit; RMSprop (Keras's default
 rate, 1e-3), batch 16, 50 epochs, 150x150 inputs rescaled by 1/255, and
 ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
 The blog reports about 80% validation accuracy (its 2,000 training and 800
-validation images; the data here has 1,000 validation images per class split
-and a test split). Not yet measured here: about 50 minutes of this 2-core CPU.
+validation images; the data here has 500 validation and 500 test images per
+class). Not yet measured here: about 50 minutes of this 2-core CPU.
 """
 from fsv import config as config_lib
 from fsv.models import small_convnet
