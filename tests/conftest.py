@@ -8,6 +8,18 @@ import pytest
 
 from fsv.data.decode import Dataset, Split, SplitReport
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Under `--dist loadgroup` (setup.cfg), a file's tests that share a
+  module-scoped fixture (a Keras reference model, a subprocess run) go to one
+  worker, so the fixture is built once; every other test goes wherever a
+  worker is free."""
+  for item in items:
+    fixtures = item._fixtureinfo.name2fixturedefs.values()
+    if any(fixture.scope == 'module' for defs in fixtures for fixture in defs):
+      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 # Solid colour of the class at each index of the sorted class names, so a
 # label can be checked from the pixels.
 IMAGE_FOLDER_COLOURS = np.array(
