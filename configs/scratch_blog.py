@@ -12,7 +12,10 @@ rate, 1e-3), batch 16, 50 epochs, 150x150 inputs rescaled by 1/255, and
 ImageDataGenerator(shear_range=0.2, zoom_range=0.2, horizontal_flip=True).
 The blog reports about 80% validation accuracy (its 2,000 training and 800
 validation images; the data here has 500 validation and 500 test images per
-class). Not yet measured here: about 50 minutes of this 2-core CPU.
+class). Measured here (2026-12-03, Intel Xeon family 6 model 167, 2 cores,
+commit 6611fc7): 79.4% validation (best epoch 49 of 50) and 77.3% test, in
+95 minutes beside the test suite; the validation accuracy was still
+rising, 75-79% over the last ten epochs.
 """
 from fsv import config as config_lib
 from fsv.models import small_convnet
