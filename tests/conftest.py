@@ -1,24 +1,30 @@
-"""Shared fixtures."""
+"""Shared fixtures, and one XLA compilation cache for the whole test session."""
+import atexit
+import os
 import pathlib
+import shutil
+import tempfile
 from typing import Mapping
 
-import numpy as np
-from PIL import Image
-import pytest
+# The tests compile the same small programs again and again (the steps of
+# every tiny run, in many files): XLA's persistent compilation cache, one per
+# session and shared by the xdist workers (which inherit this environment)
+# and the subprocesses they start, compiles each of them once.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='fsv-tests-xla-')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 
-from fsv.data.decode import Dataset, Split, SplitReport
+import jax  # noqa: E402  after the environment it reads
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+import pytest  # noqa: E402
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-  """Under `--dist loadgroup` (setup.cfg), a file's tests that share a
-  module-scoped fixture (a Keras reference model, a subprocess run) go to one
-  worker, so the fixture is built once; every other test goes wherever a
-  worker is free."""
-  for item in items:
-    fixtures = item._fixtureinfo.name2fixturedefs.values()
-    if any(fixture.scope == 'module' for defs in fixtures for fixture in defs):
-      item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+from fsv.data.decode import Dataset, Split, SplitReport  # noqa: E402
 
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                  float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 # Solid colour of the class at each index of the sorted class names, so a
 # label can be checked from the pixels.
