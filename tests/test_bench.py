@@ -17,14 +17,19 @@ from bench import worker
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_fsv_side_alone_end_to_end(tmp_path):
+def _bench(tmp_path, rows: str, peers: str) -> list:
+  """The rows of `python -m bench.run` at its smallest: one step of 4 images, 48x48."""
   out = tmp_path / 'bench.json'
   subprocess.run(
-      [sys.executable, '-m', 'bench.run', f'--json={out}', '--rows=1', '--reps=1',
-       '--warmup=0', '--steps=1', '--batch_size=4', '--image_size=48', '--peers=',
+      [sys.executable, '-m', 'bench.run', f'--json={out}', f'--rows={rows}', '--reps=1',
+       '--warmup=0', '--steps=1', '--batch_size=4', '--image_size=48', f'--peers={peers}',
        f'--worker_logs={tmp_path / "logs"}'],
       cwd=ROOT, check=True, capture_output=True, text=True)
-  [row] = json.loads(out.read_text())
+  return json.loads(out.read_text())
+
+
+def test_fsv_side_alone_end_to_end(tmp_path):
+  [row] = _bench(tmp_path, rows='1', peers='')
   assert row['name'] == 'convnet_train_step'
   assert row['fsv_images_per_s'] > 0
   assert len(row['fsv_images_per_s_reps']) == 1
@@ -181,13 +186,7 @@ def test_torch_epoch_trains_on_every_image_of_the_folder(make_image_folder):
 
 def test_torch_peer_skips_the_rows_it_lacks(tmp_path):
   pytest.importorskip('torch')
-  out = tmp_path / 'bench.json'
-  subprocess.run(
-      [sys.executable, '-m', 'bench.run', f'--json={out}', '--rows=1,4', '--reps=1',
-       '--warmup=0', '--steps=1', '--batch_size=4', '--image_size=48', '--peers=torch',
-       f'--worker_logs={tmp_path / "logs"}'],
-      cwd=ROOT, check=True, capture_output=True, text=True)
-  first, vgg = json.loads(out.read_text())
+  first, vgg = _bench(tmp_path, rows='1,4', peers='torch')
   assert first['torch_images_per_s'] > 0 and first['ratio_torch'] > 0
   assert first['torch_info']['parameters'] == 307_393  # the book's convnet at 48x48
   assert first['ratio_keras_tf'] is None and first['torch_compile_images_per_s'] is None
