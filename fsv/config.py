@@ -171,9 +171,10 @@ def cats_vs_dogs(config) -> None:
 
 def smoke(config) -> ml_collections.ConfigDict:
   """`config`'s whole pipeline in well under a minute: generated images
-  (fsv/data/synthetic.py) at 48x48 or the model's smallest size, 32 per class to
-  train on, one epoch of each phase; ImageNet weights only if they are in
-  the cache (otherwise random, said in the log), so it runs offline."""
+  (fsv/data/synthetic.py) at 48x48 or the model's smallest size if larger,
+  32 per class to train on, one epoch of each phase; ImageNet weights only
+  if they are in the cache (otherwise random, said in the log), so it runs
+  offline."""
   # Not below 48: at 32, VGG16's block5 maps are 2x2, where XLA's CPU
   # convolution is about 20x slower than at 3x3 (512 channels: 0.46 s against
   # 0.026 s a batch), which made VGG16's smoke runs 4x slower than at 48.
