@@ -18,6 +18,7 @@ import fsv
 from fsv import augment
 from fsv import inference
 from fsv import models
+from fsv import parallel
 from fsv import partition
 from fsv import precision
 from fsv import steps
@@ -63,11 +64,14 @@ def _train_steps(config, settings: dict) -> rows.Task:
   params = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
                                  images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, len(batches))
+  mesh = parallel.make_mesh()
   train_step = steps.make_train_step(model, tx,
-                                     augment.AugmentConfig.from_config(config.augment))
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params),
-                           loss_scale=precision.loss_scale(config.dtype))
+                                     augment.AugmentConfig.from_config(config.augment), mesh)
+  # Laid out on the mesh as fit lays it out: a state left where it was made
+  # compiled the step again on its second call (the first call's output is laid out).
+  state = parallel.put_state(mesh, steps.TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+      loss_scale=precision.loss_scale(config.dtype)))
   key = jax.random.PRNGKey(settings['seed'])
 
   def run() -> int:

@@ -17,31 +17,36 @@ from bench import worker
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _bench(tmp_path, rows: str, peers: str) -> list:
-  """The rows of `python -m bench.run` at its smallest: one step of 4 images, 48x48."""
+def _bench(tmp_path, rows: str, peers: str, reps: int = 1) -> list:
+  """The rows of `python -m bench.run` at its smallest: one step of 4 images,
+  48x48; the workers log what JAX compiles."""
   out = tmp_path / 'bench.json'
   subprocess.run(
-      [sys.executable, '-m', 'bench.run', f'--json={out}', f'--rows={rows}', '--reps=1',
+      [sys.executable, '-m', 'bench.run', f'--json={out}', f'--rows={rows}', f'--reps={reps}',
        '--warmup=0', '--steps=1', '--batch_size=4', '--image_size=48', f'--peers={peers}',
        f'--worker_logs={tmp_path / "logs"}'],
-      cwd=ROOT, check=True, capture_output=True, text=True)
+      cwd=ROOT, check=True, capture_output=True, text=True,
+      env=dict(os.environ, JAX_LOG_COMPILES='1'))
   return json.loads(out.read_text())
 
 
 def test_fsv_side_alone_end_to_end(tmp_path):
-  [row] = _bench(tmp_path, rows='1', peers='')
+  [row] = _bench(tmp_path, rows='1', peers='', reps=2)
   assert row['name'] == 'convnet_train_step'
   assert row['fsv_images_per_s'] > 0
-  assert len(row['fsv_images_per_s_reps']) == 1
+  assert len(row['fsv_images_per_s_reps']) == 2
   assert row['fsv_peak_rss_mb'] > 0
   assert row['fsv_info']['backend'] == 'jax'
   assert row['keras_tf_images_per_s'] is None and row['keras_jax_images_per_s'] is None
   assert row['torch_images_per_s'] is None and row['torch_compile_images_per_s'] is None
   assert row['ratio_keras_tf'] is None and row['ratio_torch'] is None
-  assert (row['reps'], row['steps'], row['batch_size'], row['image_size']) == (1, 1, 4, 48)
+  assert (row['reps'], row['steps'], row['batch_size'], row['image_size']) == (2, 1, 4, 48)
   assert row['machine']['cores'] >= 1 and row['date']
   assert row['versions']['jax']
   assert os.listdir(tmp_path / 'logs') == ['1_convnet_train_step_fsv.log']
+  # Compiled once: the second repetition (its one step) is timed, not compiled.
+  log = (tmp_path / 'logs' / '1_convnet_train_step_fsv.log').read_text()
+  assert log.count('Compiling jit(train_step)') == 1
 
 
 def test_coordinator_and_fsv_side_import_no_peer_framework():
