@@ -275,6 +275,14 @@ def test_a_pretrained_base_initialises_a_transfer_model(top_variables, tmp_path)
       if layer != 'head':
         jax.tree_util.tree_map(np.testing.assert_array_equal, arrays,
                                top_variables[kind][layer])
+  # Only the head is drawn, and it is the draw a model without weights gets.
+  unweighted = fsv.validate_config(dict(model=dict(name=NAME, weights=''),
+                                        data=dict(dir='unused'))).model
+  random = models.init_variables(unweighted, model, jax.random.key(1), (SIZE, SIZE, 3))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables['params']['head'],
+                         random['params']['head'])
+  assert not np.array_equal(random['params']['stem_conv']['kernel'],
+                            variables['params']['stem_conv']['kernel'])
 
 
 def test_reader_keeps_strided_tensors(fake_torch):
