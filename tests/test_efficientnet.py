@@ -35,7 +35,7 @@ SIZE = 32
 def _init(name=NAME, size=SIZE, include_top=False, seed=0):
   model = lite.build(lite.default_config(name), 1000 if include_top else 1,
                      include_top=include_top)
-  variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 3)))
+  variables = models.random_variables(model, jax.random.key(seed), (size, size, 3))
   # Random BatchNorm statistics and biases, so that mixing them up would show.
   rng = np.random.default_rng(seed)
 

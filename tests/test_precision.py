@@ -76,7 +76,7 @@ def test_efficientnet_computes_in_bfloat16_with_float32_batch_norm_statistics():
   config = models.default_config('efficientnet_lite0')
   model = models.build(config, 2, 'bfloat16').clone(batch_norm_training=('top_bn',))
   images = jnp.full((2, 32, 32, 3), 200.0)
-  variables = model.init(jax.random.PRNGKey(0), images)
+  variables = models.random_variables(model, jax.random.PRNGKey(0), images.shape[1:])
   jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images))(variables).jaxpr
   assert set(_dtypes(jaxpr, 'conv_general_dilated')) == {jnp.dtype(jnp.bfloat16)}
   assert set(_dtypes(jaxpr, 'mul')) >= {jnp.dtype(jnp.bfloat16)}  # depthwise multiply-adds
@@ -104,7 +104,7 @@ def test_bottleneck_features_of_another_dtype_are_cached_apart(tmp_path):
   features = {}
   for dtype in ('float32', 'bfloat16'):
     model = vgg.VGGClassifier(head_units=4, dtype=jnp.dtype(dtype))
-    variables = model.init(jax.random.PRNGKey(0), images.astype(np.float32))
+    variables = models.random_variables(model, jax.random.PRNGKey(0), images.shape[1:])
     base = {'params': {k: v for k, v in variables['params'].items() if k != 'head'}}
     features[dtype] = fsv.features.cached(model, variables, base, images, 2, mesh,
                                           str(tmp_path), 'features')

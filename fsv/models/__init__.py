@@ -148,13 +148,20 @@ def build(config, num_classes: int, dtype: str = 'float32') -> nn.Module:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2, 3))
-def _random_leaves(model: nn.Module, key: jax.Array, image_shape: tuple,
-                   paths: tuple[tuple[str, ...], ...]) -> dict:
-  # Jitted: initialising VGG16 op by op took about 22 s on a 2-core CPU. XLA
-  # drops the draws of the leaves not asked for, and flax draws each leaf
+def _draw(model: nn.Module, key: jax.Array, image_shape: tuple,
+          paths: tuple[tuple[str, ...], ...] | None) -> dict:
+  # XLA drops the draws of the leaves not asked for, and flax draws each leaf
   # from its own path's key, so a leaf is the same whatever else is drawn.
   drawn = traverse_util.flatten_dict(model.init(key, jnp.zeros((1,) + image_shape, jnp.float32)))
-  return {path: drawn[path] for path in paths}
+  return {path: drawn[path] for path in (drawn if paths is None else paths)}
+
+
+def random_variables(model: nn.Module, key: jax.Array, image_shape,
+                     paths: tuple[tuple[str, ...], ...] | None = None) -> dict:
+  """`model.init(key, images)`'s variables for images of `image_shape` (h, w, 3),
+  as one compiled program (op by op, VGG16's took about 22 s on a 2-core CPU);
+  with `paths` (of `flax.traverse_util.flatten_dict`), those leaves alone."""
+  return traverse_util.unflatten_dict(_draw(model, key, tuple(image_shape), paths))
 
 
 def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dict:
@@ -162,7 +169,7 @@ def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dic
   pretrained weights where the model has them, random elsewhere.
 
   Only what the weights leave is drawn: compiling the random draws of a whole
-  VGG16 or EfficientNet-Lite takes XLA 10-20 s on a 2-core CPU, for numbers
+  VGG16 or EfficientNet-Lite takes XLA 10-25 s on a 2-core CPU, for numbers
   the weights would replace.
   """
   image_shape = tuple(image_shape)
@@ -171,7 +178,7 @@ def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dic
   weights = get(config.name).weights
   flat = traverse_util.flatten_dict(weights.load(config, shapes) if weights else shapes)
   undrawn = tuple(path for path, leaf in flat.items() if isinstance(leaf, jax.ShapeDtypeStruct))
-  flat.update(_random_leaves(model, key, image_shape, undrawn))
+  flat.update(_draw(model, key, image_shape, undrawn))
   return traverse_util.unflatten_dict(flat)
 
 
@@ -199,4 +206,4 @@ __all__ = ['BATCH_NORM_MODES', 'Backbone', 'BackboneError', 'EfficientNetLite',
            'VGGClassifier', 'Weights', 'build', 'default_config',
            'default_input_size', 'get', 'gradcam_layer', 'has_head', 'head_of', 'imagenet_model',
            'init_variables', 'layer_groups', 'names', 'num_outputs', 'preprocessing',
-           'register']
+           'random_variables', 'register']
