@@ -340,6 +340,7 @@ def finish(config, model, variables: dict, dataset: data_lib.Dataset,
                                                dataset, mesh)
   results.update(note)  # changes no epoch took up, such as `evaluate_with`
   if wd:
+    wd.write_curves()
     wd.write_predictions(arrays)
     if test_evaluation is not None:
       wd.write_evaluation('test', test_evaluation)

@@ -3,7 +3,8 @@
   config.json            the resolved config (validated again when loaded)
   data_report.json       images loaded, converted, skipped and why, per split
   history.json           one entry per epoch, every phase
-  curves.png             training against validation loss and accuracy
+  curves.png             training against validation loss and accuracy (redrawn
+                         at most every CURVES_EVERY_S seconds, and at the end)
   tensorboard/           the same per-epoch metrics as TensorBoard events
                          (local workdirs), tags '<phase>/<metric>' 
   checkpoints/<phase>/{latest,best}/<epoch>/   orbax (fsv/checkpoint.py)
@@ -36,6 +37,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import time
 from typing import Any, Sequence
 import uuid
 
@@ -54,6 +56,9 @@ from fsv.run import Run
 # The layout above; a workdir whose results.json says more is from a newer fsv.
 FORMAT = 1
 CHECKPOINTS = ('best', 'last')
+# Drawing curves.png takes about 0.6 s: each epoch of a head on cached
+# features, a fraction of a second, took three times as long with it.
+CURVES_EVERY_S = 30.0
 # Config keys a rerun may change freely: where caches live, whether TFDS may
 # download, evaluation batch sizes (padding is masked; float sums may round
 # differently in the last bit), what to do after a NaN loss.
@@ -80,6 +85,8 @@ class Workdir:
     self.path = str(path)
     self.root = files.as_path(path)
     self._events = None  # the TensorBoard writer, once an epoch is written
+    self._curves_drawn_at = None  # time.monotonic() of the last curves.png
+    self._undrawn_history = None  # the history curves.png does not show yet
 
   def _write(self, name: str, write) -> None:
     if _writes_files():
@@ -180,13 +187,25 @@ class Workdir:
     self._write('data_report.json', lambda path: files.write_json(path, report))
 
   def write_history(self, history: Sequence[dict]) -> None:
-    """history.json and curves.png, and the newest epoch as TensorBoard events."""
+    """history.json and the newest epoch as TensorBoard events; curves.png
+    at most every `CURVES_EVERY_S` seconds (`write_curves` draws the last)."""
     self._write('history.json', lambda path: files.write_json(path, list(history)))
-    best = history_lib.best_entry(history, history[-1]['phase']) if history else None
-    self._write('curves.png', lambda path: plots.save(plots.curves(history, best), path))
+    self._undrawn_history = list(history)
+    if (self._curves_drawn_at is None
+        or time.monotonic() - self._curves_drawn_at >= CURVES_EVERY_S):
+      self.write_curves()
     if history and '://' not in self.path and _writes_files():
       with files.writing(self.root / 'tensorboard'):
         self._tensorboard_epoch(len(history), history[-1])
+
+  def write_curves(self) -> None:
+    """curves.png of the history last written, unless it shows it already."""
+    history, self._undrawn_history = self._undrawn_history, None
+    if history is None:
+      return
+    best = history_lib.best_entry(history, history[-1]['phase']) if history else None
+    self._write('curves.png', lambda path: plots.save(plots.curves(history, best), path))
+    self._curves_drawn_at = time.monotonic()
 
   def _tensorboard_epoch(self, step: int, entry: dict) -> None:
     """One epoch's numbers; the step counts epochs over all phases, as curves.png."""

@@ -205,3 +205,17 @@ def test_locks_are_released_after_a_run_and_on_an_error(tmp_path):
   with workdir_lib.Workdir(str(workdir)).locked():
     assert (workdir / '.lock').read_text() == str(os.getpid())
   _fit(workdir, epochs=1)
+
+
+@pytest.mark.parametrize('every_s, drawn', [(3600.0, [1, 3]), (0.0, [1, 2, 3])])
+def test_curves_are_redrawn_at_most_every_interval_and_show_every_epoch_at_the_end(
+    tmp_path, monkeypatch, every_s, drawn):
+  monkeypatch.setattr(workdir_lib, 'CURVES_EVERY_S', every_s)
+  lengths = []
+  curves = workdir_lib.plots.curves
+  monkeypatch.setattr(workdir_lib.plots, 'curves',
+                      lambda history, best: lengths.append(len(history)) or curves(history, best))
+  run = _fit(tmp_path / 'work', epochs=3)
+  assert len(run.history) == 3
+  assert lengths == drawn
+  assert (tmp_path / 'work' / 'curves.png').read_bytes()[:4] == b'\x89PNG'
