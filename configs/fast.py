@@ -13,14 +13,16 @@ features are cached, and the head (dropout, one dense layer) trains on them
 with Adam in seconds; there is no end-to-end phase. The epoch kept is the
 best by validation accuracy.
 
-Measured here (2026-12-02, 2-core AMD EPYC VM, from the JPEG files with an
-empty cache, weights fetched): 99.1% test, 99.1% validation (epoch 6 of 20)
-in 3 min 52 s of wall time, of which 157 s are Lite0's forward passes (26-28
-images/s on this CPU), 11 s decoding, 27 s building and compiling the
-model, 30 s the head, evaluation and figures. The goal of 3 minutes is not
-met: at 192x192 the same run takes 2 min 55 s but validates at 98.8% (test
-98.9%), so 224 stays. Twice as fast as
-configs/efficientnet_feature_extraction.py for the same test accuracy.
+Measured here (2026-12-03, 2-core Intel Xeon VM, family 6 model 167, from
+the JPEG files with empty data and features caches, weights fetched):
+99.1% test, 99.1% validation (epoch 6 of 20) in 2 min 44 s and 2 min 47 s
+of wall time (two runs; the goal: 99% in under 3 minutes), of which 130 s
+are Lite0's forward passes (36 images/s), 12 s decoding, 15 s the head,
+evaluation and figures. (2026-12-02, AMD EPYC, before fsv drew only the
+head's initial weights and stopped redrawing curves.png every epoch: 3 min
+52 s.) At 192x192 it validated at 98.8% (test 98.9%), so 224 stays. Twice
+as fast as configs/efficientnet_feature_extraction.py for the same test
+accuracy.
 `:efficientnet_lite2`: 99.4% test, 99.4% validation (epoch 7) in 6 min 22 s,
 the best single model here so far (goal 99.5%); test-time mirroring
 lowered its validation accuracy to 99.3%, so it is not used.
