@@ -56,7 +56,7 @@ from fsv.run import Run
 # The layout above; a workdir whose results.json says more is from a newer fsv.
 FORMAT = 1
 CHECKPOINTS = ('best', 'last')
-# Drawing curves.png takes about 0.6 s: each epoch of a head on cached
+# Drawing curves.png takes 0.6-1.3 s: each epoch of a head on cached
 # features, a fraction of a second, took three times as long with it.
 CURVES_EVERY_S = 30.0
 # Config keys a rerun may change freely: where caches live, whether TFDS may
@@ -85,7 +85,9 @@ class Workdir:
     self.path = str(path)
     self.root = files.as_path(path)
     self._events = None  # the TensorBoard writer, once an epoch is written
-    self._curves_drawn_at = None  # time.monotonic() of the last curves.png
+    # time.monotonic() of the last curves.png, or of opening: a run shorter
+    # than CURVES_EVERY_S draws it once, at its end.
+    self._curves_drawn_at = time.monotonic()
     self._undrawn_history = None  # the history curves.png does not show yet
 
   def _write(self, name: str, write) -> None:
@@ -191,8 +193,7 @@ class Workdir:
     at most every `CURVES_EVERY_S` seconds (`write_curves` draws the last)."""
     self._write('history.json', lambda path: files.write_json(path, list(history)))
     self._undrawn_history = list(history)
-    if (self._curves_drawn_at is None
-        or time.monotonic() - self._curves_drawn_at >= CURVES_EVERY_S):
+    if time.monotonic() - self._curves_drawn_at >= CURVES_EVERY_S:
       self.write_curves()
     if history and '://' not in self.path and _writes_files():
       with files.writing(self.root / 'tensorboard'):

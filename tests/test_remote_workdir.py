@@ -54,6 +54,7 @@ def test_report_files_are_written_to_a_gs_workdir(fake_gcs):
   history = [{'phase': 'train', 'epoch': 1, 'train_loss': 0.5, 'train_accuracy': 0.75,
               'val_loss': 0.4, 'val_accuracy': 0.8}]
   workdir.write_history(history)
+  workdir.write_curves()
   local = fake_gcs / 'fsv-test-bucket' / 'runs' / 'finetune'
   assert sorted(os.listdir(local)) == ['curves.png', 'history.json']
   assert json.loads((local / 'history.json').read_text()) == history
