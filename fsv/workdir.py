@@ -219,7 +219,9 @@ class Workdir:
     self._events.flush()
 
   def close(self) -> None:
-    """Closes the TensorBoard event file, if a run opened one."""
+    """Draws curves.png of a run that stopped before its end (a NaN loss, an
+    interrupt) and closes the TensorBoard event file, if a run opened one."""
+    self.write_curves()
     if self._events is not None:
       self._events.close()
       self._events = None

@@ -239,6 +239,7 @@ def test_nonfinite_loss_stops_the_run_before_its_epoch_is_checkpointed(tmp_path)
     fsv.fit(_diverging_config('stop'), dataset=_tiny_dataset(), workdir=str(workdir))
   assert os.listdir(workdir / 'checkpoints' / 'train' / 'latest') == ['1']
   assert _history_epochs(workdir) == [1]
+  assert (workdir / 'curves.png').is_file()  # drawn, though the run stopped early
 
 
 def test_nonfinite_loss_can_be_ignored():
