@@ -156,12 +156,10 @@ def _draw(model: nn.Module, key: jax.Array, image_shape: tuple,
   return {path: drawn[path] for path in (drawn if paths is None else paths)}
 
 
-def random_variables(model: nn.Module, key: jax.Array, image_shape,
-                     paths: tuple[tuple[str, ...], ...] | None = None) -> dict:
+def random_variables(model: nn.Module, key: jax.Array, image_shape) -> dict:
   """`model.init(key, images)`'s variables for images of `image_shape` (h, w, 3),
-  as one compiled program (op by op, VGG16's took about 22 s on a 2-core CPU);
-  with `paths` (of `flax.traverse_util.flatten_dict`), those leaves alone."""
-  return traverse_util.unflatten_dict(_draw(model, key, tuple(image_shape), paths))
+  as one compiled program (op by op, VGG16's took about 22 s on a 2-core CPU)."""
+  return traverse_util.unflatten_dict(_draw(model, key, tuple(image_shape), None))
 
 
 def init_variables(config, model: nn.Module, key: jax.Array, image_shape) -> dict:
