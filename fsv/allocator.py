@@ -4,8 +4,11 @@ XLA's CPU backend allocates and frees many multi-megabyte buffers every
 step. With glibc's defaults each one is a fresh mmap (or trimmed heap) and
 every page is faulted in again: on this project's 2-core VM that made a
 training step of the small convnet twice as slow (17-21 vs 36-42 images/s,
-4.4M vs 0.5M page faults per run). One arena and a high mmap/trim threshold
-let freed buffers be reused instead. It must run before the XLA thread pool
+4.4M vs 0.5M page faults per run). One arena, no trimming and no mmap at
+all let freed buffers be reused instead: glibc caps the mmap threshold at
+32 MB, and buffers above it (the first convolution's output at batch 32 is
+90 MB) were still mapped and faulted in afresh each step until mmap was
+turned off (22.4 to 27.1 images/s, BENCHMARKS.md). It must run before the XLA thread pool
 allocates, so `import fsv` does it; FSV_MALLOC_TUNING=0 opts out. Elsewhere
 than glibc (macOS, musl) it does nothing.
 """
@@ -18,11 +21,13 @@ import os
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 
 _SETTINGS = (
     (_M_ARENA_MAX, 1),                       # threads share one arena: freed memory is reused
     (_M_MMAP_THRESHOLD, 32 * 1024 * 1024),   # glibc's maximum
+    (_M_MMAP_MAX, 0),                        # not even above it: the heap serves all
     (_M_TRIM_THRESHOLD, 2**31 - 1),          # keep freed heap instead of trimming it
     (_M_TOP_PAD, 512 * 1024 * 1024),         # grow the heap in large steps
 )
