@@ -11,13 +11,15 @@ from-scratch numbers are comparable with the recipe.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fsv.models import backbone
+from fsv.models import conv3x3
 from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
@@ -27,6 +29,14 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
 POOLINGS = ('', 'avg', 'max')
+# How the 3x3 convolutions are computed, the same numbers up to float rounding:
+# 'xla' (lax.conv), 'winograd' (fsv/models/conv3x3.py, for every conv with
+# at least WINOGRAD_MIN_CHANNELS input channels) or 'auto': 'winograd' for
+# float32 on CPU, where it trains 1.5x faster (BENCHMARKS.md), else 'xla'.
+CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
+# The first conv (3 channels) is 2-3x slower as Winograd than XLA's: its
+# matrix products are too thin.
+WINOGRAD_MIN_CHANNELS = 8
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
 PREPROCESSING = ''  # nothing beyond `augment.rescale`
 # The last conv's activations (after ReLU, before pooling): the finest map
@@ -34,6 +44,23 @@ PREPROCESSING = ''  # nothing beyond `augment.rescale`
 GRADCAM_LAYER = 'last_conv_relu'
 
 _kernel_init = nn.initializers.glorot_uniform()
+
+
+class ValidConv3x3(nn.Module):
+  """Keras's Conv2D(features, 3, padding='valid'), with nn.Conv's parameters."""
+  features: int
+  algorithm: str  # 'xla' or 'winograd'
+  kernel_init: Callable = _kernel_init
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if self.algorithm == 'winograd' and x.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+      return conv3x3.valid_winograd(x, kernel) + bias
+    return conv3x3.valid_xla(x, kernel) + bias
 
 
 class SmallConvNet(nn.Module):
@@ -46,16 +73,14 @@ class SmallConvNet(nn.Module):
   # '' flattens (the book, the blog); 'avg' or 'max' pool globally (Keras's
   # GlobalAveragePooling2D), which also suits Grad-CAM (fsv/explain.py).
   pooling: str = ''
+  conv_algorithm: str = 'xla'  # 'xla' or 'winograd' ('auto' is resolved by `build`)
   dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     for i, features in enumerate(self.conv_features):
-      # Keras' 'valid' conv, computed as 'same' and cropped: XLA's CPU backend
-      # runs 'same' convolutions and their gradients 1.5-3x faster, which
-      # more than pays for the border's extra 5% of work (BENCHMARKS.md).
-      x = nn.Conv(features, (3, 3), padding='SAME', kernel_init=_kernel_init,
-                  dtype=self.dtype, name=f'conv{i + 1}')(x)[:, 1:-1, 1:-1]
+      x = ValidConv3x3(features, self.conv_algorithm, dtype=self.dtype,
+                       name=f'conv{i + 1}')(x)
       x = nn.relu(x)
       if i == len(self.conv_features) - 1:
         x = Tap(name=GRADCAM_LAYER)(x)
@@ -75,7 +100,8 @@ class SmallConvNet(nn.Module):
 
 
 def default_config(name: str = 'small_convnet') -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(name=name, num_classes=0, pooling='', **BOOK))
+  return ml_collections.ConfigDict(dict(name=name, num_classes=0, pooling='',
+                                        conv_algorithm='auto', **BOOK))
 
 
 def layer_groups(config) -> dict[str, tuple[str, ...]]:
@@ -101,9 +127,19 @@ def validate_config(full_config, error) -> None:
     raise error(f'config.model.dense_units={config.dense_units}: must be >= 1')
   if config.pooling not in POOLINGS:
     raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
+  if config.conv_algorithm not in CONV_ALGORITHMS:
+    raise error(f'config.model.conv_algorithm={config.conv_algorithm!r}: '
+                f'must be one of {CONV_ALGORITHMS}')
   for key in ('flatten_dropout', 'dense_dropout'):
     if not 0 <= config[key] < 1:
       raise error(f'config.model.{key}={config[key]}: must be in [0, 1)')
+
+
+def conv_algorithm(requested: str, dtype: Any) -> str:
+  """'auto' made concrete for the default backend and `dtype`."""
+  if requested != 'auto':
+    return requested
+  return 'winograd' if jax.default_backend() == 'cpu' and dtype == jnp.float32 else 'xla'
 
 
 def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
@@ -111,7 +147,8 @@ def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
                       conv_features=tuple(config.conv_features),
                       dense_units=config.dense_units,
                       flatten_dropout=config.flatten_dropout,
-                      dense_dropout=config.dense_dropout, pooling=config.pooling)
+                      dense_dropout=config.dense_dropout, pooling=config.pooling,
+                      conv_algorithm=conv_algorithm(config.conv_algorithm, dtype))
 
 
 BACKBONES = (backbone.Backbone(
