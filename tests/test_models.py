@@ -30,8 +30,10 @@ def test_book_variant_matches_keras_summary():
   assert count == 3_453_121
 
 
-def test_book_variant_computes_what_keras_computes():
-  # fsv computes Keras' 'valid' convs as cropped 'same' ones, for speed.
+@pytest.mark.parametrize('conv_algorithm', ['xla', 'winograd'])
+def test_book_variant_computes_what_keras_computes(conv_algorithm):
+  # fsv computes Keras' 'valid' convs as cropped 'same' ones or by Winograd's
+  # algorithm, for speed.
   keras = pytest.importorskip('keras')
   size = 64
   reference = keras.Sequential([keras.Input((size, size, 3))] + [
@@ -39,7 +41,7 @@ def test_book_variant_computes_what_keras_computes():
           keras.layers.Conv2D(features, 3, activation='relu'), keras.layers.MaxPooling2D(2))
   ] + [keras.layers.Flatten(), keras.layers.Dense(512, activation='relu'),
        keras.layers.Dense(1)])
-  model = models.SmallConvNet(num_outputs=1)
+  model = models.SmallConvNet(num_outputs=1, conv_algorithm=conv_algorithm)
   names = ['conv1', 'conv2', 'conv3', 'conv4', 'dense', 'logits']
   weighted = [layer for layer in reference.layers if layer.weights]
   params = {name: {'kernel': np.asarray(layer.kernel), 'bias': np.asarray(layer.bias)}

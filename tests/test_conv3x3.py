@@ -1,0 +1,94 @@
+"""The small convnet's 3x3 convolutions: Winograd's and XLA's give the same
+numbers and gradients as `lax.conv_general_dilated` 'VALID'."""
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from fsv import config as config_lib
+from fsv import models
+from fsv.errors import ConfigError
+from fsv.models import conv3x3
+from fsv.models import small_convnet
+
+
+def _reference(x, kernel):
+  return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _loss(conv):
+  return lambda x, kernel, target: jnp.sum(conv(x, kernel) * target)
+
+
+# (batch, height, width, in channels, out channels): odd and even output
+# sides, the smallest input, non-square maps.
+SHAPES = [(1, 3, 3, 1, 1), (2, 5, 8, 3, 4), (3, 16, 9, 8, 5), (2, 17, 17, 16, 8),
+          (1, 10, 4, 2, 3)]
+
+
+@pytest.mark.parametrize('conv', [conv3x3.valid_winograd, conv3x3.valid_xla])
+@pytest.mark.parametrize('shape', SHAPES)
+def test_equals_lax_valid_convolution_and_its_gradients(conv, shape):
+  n, height, width, channels, features = shape
+  keys = jax.random.split(jax.random.PRNGKey(sum(shape)), 3)
+  x = jax.random.normal(keys[0], (n, height, width, channels))
+  kernel = jax.random.normal(keys[1], (3, 3, channels, features))
+  target = jax.random.normal(keys[2], (n, height - 2, width - 2, features))
+  np.testing.assert_allclose(jax.jit(conv)(x, kernel), _reference(x, kernel),
+                             rtol=1e-5, atol=2e-5)
+  grads = jax.jit(jax.grad(_loss(conv), (0, 1)))(x, kernel, target)
+  expected = jax.grad(_loss(_reference), (0, 1))(x, kernel, target)
+  for grad, want in zip(grads, expected):
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-4)
+
+
+def test_winograd_refuses_what_is_not_a_3x3_valid_convolution():
+  with pytest.raises(ValueError, match='3x3 valid convolution'):
+    conv3x3.valid_winograd(jnp.zeros((1, 2, 5, 3)), jnp.zeros((3, 3, 3, 4)))
+  with pytest.raises(ValueError, match='3x3 valid convolution'):
+    conv3x3.valid_winograd(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 4, 4)))
+
+
+def test_auto_is_winograd_for_float32_on_cpu_and_xla_otherwise():
+  if jax.default_backend() != 'cpu':
+    pytest.skip('the rule for CPU')
+  assert small_convnet.conv_algorithm('auto', jnp.dtype('float32')) == 'winograd'
+  assert small_convnet.conv_algorithm('auto', jnp.dtype('bfloat16')) == 'xla'
+  assert small_convnet.conv_algorithm('xla', jnp.dtype('float32')) == 'xla'
+  config = config_lib.base('small_convnet')
+  config.data.source = 'synthetic'
+  config = config_lib.validate(config)
+  assert models.build(config.model, 2).conv_algorithm == 'winograd'
+  config.model.conv_algorithm = 'xla'
+  assert models.build(config.model, 2).conv_algorithm == 'xla'
+
+
+def test_unknown_algorithm_is_refused_by_validate():
+  config = config_lib.base('small_convnet')
+  config.data.source = 'synthetic'
+  config.model.conv_algorithm = 'fft'
+  with pytest.raises(ConfigError, match='conv_algorithm'):
+    config_lib.validate(config)
+
+
+def test_the_models_training_gradients_agree_across_algorithms():
+  size = 48  # the smallest even size the four convs and poolings leave a pixel of
+  images = np.random.default_rng(0).uniform(size=(4, size, size, 3)).astype(np.float32)
+  labels = jnp.array([0.0, 1.0, 1.0, 0.0])
+  xla, winograd = (models.SmallConvNet(num_outputs=1, conv_algorithm=algorithm)
+                   for algorithm in ('xla', 'winograd'))
+  params = models.random_variables(xla, jax.random.PRNGKey(0), images.shape[1:])['params']
+
+  def loss(model):
+    def of(params):
+      logits = model.apply({'params': params}, images)[:, 0]
+      return jnp.mean(jnp.logaddexp(0.0, logits) - labels * logits)
+    return jax.jit(jax.value_and_grad(of))
+
+  (want, expected), (got, grads) = loss(xla)(params), loss(winograd)(params)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert jax.tree.structure(grads) == jax.tree.structure(expected)
+  jax.tree.map(lambda grad, want: np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6),
+               grads, expected)
