@@ -65,6 +65,16 @@ def test_auto_is_winograd_for_float32_on_cpu_and_xla_otherwise():
   assert models.build(config.model, 2).conv_algorithm == 'xla'
 
 
+def test_inference_runs_xla_whatever_trains():
+  winograd = models.SmallConvNet(num_outputs=1, conv_algorithm='winograd')
+  images = jnp.zeros((1, 48, 48, 3))
+  params = models.random_variables(winograd, jax.random.PRNGKey(0), images.shape[1:])
+  assert 'conv_general_dilated' in str(jax.make_jaxpr(winograd.apply)(params, images))
+  trained = str(jax.make_jaxpr(lambda p: winograd.apply(p, images, train=True,
+                                                        rngs={'dropout': jax.random.PRNGKey(1)}))(params))
+  assert 'custom_vjp' in trained and trained.count('conv_general_dilated') == 1  # conv1
+
+
 def test_unknown_algorithm_is_refused_by_validate():
   config = config_lib.base('small_convnet')
   config.data.source = 'synthetic'
@@ -77,13 +87,14 @@ def test_the_models_training_gradients_agree_across_algorithms():
   size = 48  # the smallest even size the four convs and poolings leave a pixel of
   images = np.random.default_rng(0).uniform(size=(4, size, size, 3)).astype(np.float32)
   labels = jnp.array([0.0, 1.0, 1.0, 0.0])
-  xla, winograd = (models.SmallConvNet(num_outputs=1, conv_algorithm=algorithm)
+  xla, winograd = (models.SmallConvNet(num_outputs=1, conv_algorithm=algorithm,
+                                       flatten_dropout=0.0)  # train=True without dropout
                    for algorithm in ('xla', 'winograd'))
   params = models.random_variables(xla, jax.random.PRNGKey(0), images.shape[1:])['params']
 
   def loss(model):
     def of(params):
-      logits = model.apply({'params': params}, images)[:, 0]
+      logits = model.apply({'params': params}, images, train=True)[:, 0]
       return jnp.mean(jnp.logaddexp(0.0, logits) - labels * logits)
     return jax.jit(jax.value_and_grad(of))
 

@@ -32,8 +32,8 @@ def test_book_variant_matches_keras_summary():
 
 @pytest.mark.parametrize('conv_algorithm', ['xla', 'winograd'])
 def test_book_variant_computes_what_keras_computes(conv_algorithm):
-  # fsv computes Keras' 'valid' convs as cropped 'same' ones or by Winograd's
-  # algorithm, for speed.
+  # fsv computes Keras' 'valid' convs as cropped 'same' ones or (training
+  # steps) by Winograd's algorithm, for speed.
   keras = pytest.importorskip('keras')
   size = 64
   reference = keras.Sequential([keras.Input((size, size, 3))] + [
@@ -41,13 +41,14 @@ def test_book_variant_computes_what_keras_computes(conv_algorithm):
           keras.layers.Conv2D(features, 3, activation='relu'), keras.layers.MaxPooling2D(2))
   ] + [keras.layers.Flatten(), keras.layers.Dense(512, activation='relu'),
        keras.layers.Dense(1)])
-  model = models.SmallConvNet(num_outputs=1, conv_algorithm=conv_algorithm)
+  model = models.SmallConvNet(num_outputs=1, conv_algorithm=conv_algorithm,
+                              flatten_dropout=0.0)
   names = ['conv1', 'conv2', 'conv3', 'conv4', 'dense', 'logits']
   weighted = [layer for layer in reference.layers if layer.weights]
   params = {name: {'kernel': np.asarray(layer.kernel), 'bias': np.asarray(layer.bias)}
             for name, layer in zip(names, weighted)}
   images = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
-  np.testing.assert_allclose(model.apply({'params': params}, images),
+  np.testing.assert_allclose(model.apply({'params': params}, images, train=True),
                              np.asarray(reference(images)), rtol=1e-4, atol=1e-5)
 
 

@@ -29,10 +29,13 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
 POOLINGS = ('', 'avg', 'max')
-# How the 3x3 convolutions are computed, the same numbers up to float rounding:
-# 'xla' (lax.conv), 'winograd' (fsv/models/conv3x3.py, for every conv with
-# at least WINOGRAD_MIN_CHANNELS input channels) or 'auto': 'winograd' for
-# float32 on CPU, where it trains 1.5x faster (BENCHMARKS.md), else 'xla'.
+# How training steps compute the 3x3 convolutions, the same numbers up to
+# float rounding: 'xla' (lax.conv), 'winograd' (fsv/models/conv3x3.py, for
+# every conv with at least WINOGRAD_MIN_CHANNELS input channels) or 'auto':
+# 'winograd' for float32 on CPU, where it trains 1.6x faster (BENCHMARKS.md),
+# else 'xla'. What it speeds up is the kernel gradient, so inference
+# (evaluation, prediction, Grad-CAM, export) always runs XLA's convolution,
+# and exported models hold plain Conv ops.
 CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
 # The first conv (3 channels) is 2-3x slower as Winograd than XLA's: its
 # matrix products are too thin.
@@ -79,7 +82,7 @@ class SmallConvNet(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     for i, features in enumerate(self.conv_features):
-      x = ValidConv3x3(features, self.conv_algorithm, dtype=self.dtype,
+      x = ValidConv3x3(features, self.conv_algorithm if train else 'xla', dtype=self.dtype,
                        name=f'conv{i + 1}')(x)
       x = nn.relu(x)
       if i == len(self.conv_features) - 1:
