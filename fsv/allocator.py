@@ -8,9 +8,10 @@ training step of the small convnet twice as slow (17-21 vs 36-42 images/s,
 all let freed buffers be reused instead: glibc caps the mmap threshold at
 32 MB, and buffers above it (the first convolution's output at batch 32 is
 90 MB) were still mapped and faulted in afresh each step until mmap was
-turned off (22.4 to 27.1 images/s, BENCHMARKS.md). It must run before the XLA thread pool
-allocates, so `import fsv` does it; FSV_MALLOC_TUNING=0 opts out. Elsewhere
-than glibc (macOS, musl) it does nothing.
+turned off (22.4 to 26.7 images/s; peak memory grows, BENCHMARKS.md). It
+must run before the XLA thread pool allocates, so `import fsv` does it;
+FSV_MALLOC_TUNING=0 opts out. Elsewhere than glibc (macOS, musl) it does
+nothing.
 """
 from __future__ import annotations
 

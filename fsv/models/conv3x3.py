@@ -10,7 +10,7 @@ the input is cut into overlapping 4x4 tiles, tiles and kernel are transformed
 by small constant matrices, multiplied channel by channel in 16 batched
 matrix products, and the products transformed back to 2x2 output tiles,
 2.25 times fewer multiplications. Its kernel gradient is again tile
-transforms and 16 matrix products (3-6x faster than XLA's on CPU); its input
+transforms and 16 matrix products (2-4x faster than XLA's on CPU); its input
 gradient is XLA's, which is fast.
 
 F(4x4, 3x3) (6x6 tiles) needs fewer multiplications still, but measured no

@@ -76,7 +76,8 @@ class SmallConvNet(nn.Module):
   # '' flattens (the book, the blog); 'avg' or 'max' pool globally (Keras's
   # GlobalAveragePooling2D), which also suits Grad-CAM (fsv/explain.py).
   pooling: str = ''
-  conv_algorithm: str = 'xla'  # 'xla' or 'winograd' ('auto' is resolved by `build`)
+  # Of training steps (CONV_ALGORITHMS): 'xla' or 'winograd'; `build` resolves 'auto'.
+  conv_algorithm: str = 'xla'
   dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
