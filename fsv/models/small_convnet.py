@@ -31,15 +31,18 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
 POOLINGS = ('', 'avg', 'max')
 # How training steps compute the 3x3 convolutions, the same numbers up to
 # float rounding: 'xla' (lax.conv), 'winograd' (fsv/models/conv3x3.py, for
-# every conv with at least WINOGRAD_MIN_CHANNELS input channels) or 'auto':
+# the convs wide enough for it to pay, WINOGRAD_MIN_WIDTH) or 'auto':
 # 'winograd' for float32 on CPU, where it trains 1.6x faster (BENCHMARKS.md),
 # else 'xla'. What it speeds up is the kernel gradient, so inference
 # (evaluation, prediction, Grad-CAM, export) always runs XLA's convolution,
 # and exported models hold plain Conv ops.
 CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
-# The first conv (3 channels) is 2-3x slower as Winograd than XLA's: its
-# matrix products are too thin.
-WINOGRAD_MIN_CHANNELS = 8
+# Winograd's matrix products are (tiles x in channels) by (in x out
+# channels): for narrow convs they are too thin to beat XLA. Measured (fsv
+# BENCHMARKS.md, 74x74 maps, batch 32, forward and both gradients): 8 to 8,
+# 8 to 16 and 16 to 16 channels 1.2-1.5x slower than XLA, 16 to 32 2.1x and
+# 32 to 32 2.5x faster; the 3-channel first conv's kernel gradient 3x slower.
+WINOGRAD_MIN_WIDTH = 16 * 32  # in channels x out channels
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
 PREPROCESSING = ''  # nothing beyond `augment.rescale`
 # The last conv's activations (after ReLU, before pooling): the finest map
@@ -61,7 +64,7 @@ class ValidConv3x3(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if self.algorithm == 'winograd' and x.shape[-1] >= WINOGRAD_MIN_CHANNELS:
+    if self.algorithm == 'winograd' and x.shape[-1] * self.features >= WINOGRAD_MIN_WIDTH:
       return conv3x3.valid_winograd(x, kernel) + bias
     return conv3x3.valid_xla(x, kernel) + bias
 
