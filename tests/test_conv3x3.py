@@ -24,8 +24,7 @@ def _loss(conv):
 
 # (batch, height, width, in channels, out channels): odd and even output
 # sides, the smallest input, non-square maps.
-SHAPES = [(1, 3, 3, 1, 1), (2, 5, 8, 3, 4), (3, 16, 9, 8, 5), (2, 17, 17, 16, 8),
-          (1, 10, 4, 2, 3)]
+SHAPES = [(1, 3, 3, 1, 1), (2, 5, 8, 3, 4), (2, 17, 17, 16, 8), (1, 10, 4, 2, 3)]
 
 
 @pytest.mark.parametrize('conv', [conv3x3.valid_winograd, conv3x3.valid_xla])
@@ -36,9 +35,12 @@ def test_equals_lax_valid_convolution_and_its_gradients(conv, shape):
   x = jax.random.normal(keys[0], (n, height, width, channels))
   kernel = jax.random.normal(keys[1], (3, 3, channels, features))
   target = jax.random.normal(keys[2], (n, height - 2, width - 2, features))
-  np.testing.assert_allclose(jax.jit(conv)(x, kernel), _reference(x, kernel),
-                             rtol=1e-5, atol=2e-5)
-  grads = jax.jit(jax.grad(_loss(conv), (0, 1)))(x, kernel, target)
+  def outputs_and_gradients(conv):  # one compilation for both
+    y, gradients = jax.vjp(conv, x, kernel)
+    return y, gradients(target)
+
+  y, grads = jax.jit(outputs_and_gradients, static_argnums=0)(conv)
+  np.testing.assert_allclose(y, _reference(x, kernel), rtol=1e-5, atol=2e-5)
   expected = jax.grad(_loss(_reference), (0, 1))(x, kernel, target)
   for grad, want in zip(grads, expected):
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-4)
