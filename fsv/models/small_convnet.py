@@ -38,8 +38,8 @@ POOLINGS = ('', 'avg', 'max')
 # and exported models hold plain Conv ops.
 CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
 # Winograd's matrix products are (tiles x in channels) by (in x out
-# channels): for narrow convs they are too thin to beat XLA. Measured (fsv
-# BENCHMARKS.md, 74x74 maps, batch 32, forward and both gradients): 8 to 8,
+# channels): for narrow convs they are too thin to beat XLA. Measured
+# (BENCHMARKS.md, 74x74 maps, batch 32, forward and both gradients): 8 to 8,
 # 8 to 16 and 16 to 16 channels 1.2-1.5x slower than XLA, 16 to 32 2.1x and
 # 32 to 32 2.5x faster; the 3-channel first conv's kernel gradient 3x slower.
 WINOGRAD_MIN_WIDTH = 16 * 32  # in channels x out channels
