@@ -67,24 +67,27 @@ def valid_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   return y[:, 1:-1, 1:-1]
 
 
-def _tiles(x: jnp.ndarray) -> tuple[int, int, jnp.ndarray]:
-  """The number of tile rows and columns, and x padded to fit them (an odd
-  output side gets one more tile, cropped from the result)."""
-  _, height, width, _ = x.shape
-  tiles_h, tiles_w = -(-(height - 2) // _STEP), -(-(width - 2) // _STEP)
-  return tiles_h, tiles_w, jnp.pad(x, ((0, 0), (0, _STEP * tiles_h + 2 - height),
-                                       (0, _STEP * tiles_w + 2 - width), (0, 0)))
+def _tile_counts(x: jnp.ndarray) -> tuple[int, int]:
+  """Tile rows and columns: an odd output side gets one more tile, cropped
+  from the result."""
+  return -(-(x.shape[1] - 2) // _STEP), -(-(x.shape[2] - 2) // _STEP)
+
+
+def _stacked(grid: list[list[jnp.ndarray]]) -> jnp.ndarray:
+  """A 4x4 grid of arrays (..., C) as one (16, everything else, C) array."""
+  return jnp.stack([t for row in grid for t in row]).reshape(
+      _TILE * _TILE, -1, grid[0][0].shape[-1])
 
 
 def _transformed_tiles(x: jnp.ndarray) -> jnp.ndarray:
   """B^T d B of every 4x4 input tile d: (16, N * tiles, C)."""
-  tiles_h, tiles_w, x = _tiles(x)
+  tiles_h, tiles_w = _tile_counts(x)
+  x = jnp.pad(x, ((0, 0), (0, _STEP * tiles_h + 2 - x.shape[1]),
+                  (0, _STEP * tiles_w + 2 - x.shape[2]), (0, 0)))
   # Pixel (i, j) of every tile at once: a strided view of the input.
   pixels = [[x[:, i:i + _STEP * tiles_h:_STEP, j:j + _STEP * tiles_w:_STEP]
              for j in range(_TILE)] for i in range(_TILE)]
-  transformed = _transform(_INPUT, pixels)
-  return jnp.stack([t for row in transformed for t in row]).reshape(
-      _TILE * _TILE, -1, x.shape[-1])
+  return _stacked(_transform(_INPUT, pixels))
 
 
 @jax.custom_vjp
@@ -94,9 +97,9 @@ def valid_winograd(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     raise ValueError(f'valid_winograd: input {x.shape} and kernel {kernel.shape} do not '
                      'make a 3x3 valid convolution')
   n, height, width, _ = x.shape
-  tiles_h, tiles_w, _ = _tiles(x)
-  kernels = _transform(_KERNEL, [[kernel[i, j] for j in range(3)] for i in range(3)])
-  kernels = jnp.stack([k for row in kernels for k in row])  # (16, C, D)
+  tiles_h, tiles_w = _tile_counts(x)
+  kernels = _stacked(_transform(_KERNEL, [[kernel[i, j] for j in range(3)]
+                                          for i in range(3)]))  # (16, C, D)
   products = lax.dot_general(_transformed_tiles(x), kernels,
                              (((2,), (1,)), ((0,), (0,))))
   products = products.reshape(_TILE, _TILE, n, tiles_h, tiles_w, -1)
@@ -116,16 +119,13 @@ def _forward(x, kernel):
 
 def _backward(residuals, dy):
   x, kernel = residuals
-  tiles_h, tiles_w, _ = _tiles(x)
+  tiles_h, tiles_w = _tile_counts(x)
   _, input_grad = jax.vjp(lambda x: valid_xla(x, kernel), x)
   padded = jnp.pad(dy, ((0, 0), (0, _STEP * tiles_h - dy.shape[1]),
                         (0, _STEP * tiles_w - dy.shape[2]), (0, 0)))
   # A dY A^T of every 2x2 output tile dY: the output transform's transpose.
   pixels = [[padded[:, i::_STEP, j::_STEP] for j in range(_STEP)] for i in range(_STEP)]
-  transformed = _transform(_OUTPUT_T, pixels)
-  dy_tiles = jnp.stack([t for row in transformed for t in row]).reshape(
-      _TILE * _TILE, -1, dy.shape[-1])
-  products = lax.dot_general(_transformed_tiles(x), dy_tiles,
+  products = lax.dot_general(_transformed_tiles(x), _stacked(_transform(_OUTPUT_T, pixels)),
                              (((1,), (1,)), ((0,), (0,))))  # (16, C, D)
   kernel_grad = _transform(_KERNEL_T, [[products[_TILE * i + j] for j in range(_TILE)]
                                        for i in range(_TILE)])
