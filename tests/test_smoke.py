@@ -11,7 +11,6 @@ import fsv
 from fsv import config_files
 
 CONFIGS = [name for name in config_files.shipped()]
-VARIANTS = {'efficientnet_finetune': 'efficientnet_lite1'}  # another variant, once
 
 
 def test_every_shipped_config_is_covered():
@@ -24,8 +23,10 @@ def test_every_shipped_config_is_covered():
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_smoke_variant_runs_the_whole_pipeline(name, tmp_path):
-  argument = ','.join(filter(None, [VARIANTS.get(name), 'smoke']))
-  config = fsv.load_config(f'{name}:{argument}')
+  # Each config's default variant: the EfficientNet ones then share their
+  # random Lite0 draws through the compilation cache (a Lite1 variant cost
+  # 30 s more); test_cli checks that variants load.
+  config = fsv.load_config(f'{name}:smoke')
   config.data.cache_dir = str(tmp_path / 'cache')
   workdir = str(tmp_path / 'work')
   run = fsv.fit(config, workdir=workdir)
