@@ -26,7 +26,7 @@ CONFIDENCE = 0.95
 
 
 def _scipy_stats():
-  # Imported when needed: at the top it added ~1 s to every `import fsv`
+  # Imported when needed: at the top it added 1.5-2 s to every `import fsv`
   # (each command-line start), for the sweep summaries alone.
   from scipy import stats  # pylint: disable=import-outside-toplevel
   return stats
