@@ -199,9 +199,9 @@ def _in_own_buffer(x: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
 
   XLA's CPU fusion copies cheap elementwise producers into every consumer, so
   without this the `keras` warp's interpolation is recomputed for each read of
-  its output: by colour_jitter's contrast mean and saturation grey level, by
-  mixup's partner image, by the model's first convolution (a batch of 32 at
-  150x150 through keras|colour_jitter|mixup: 750 ms, 74 ms with this). The
+  its output: by colour_jitter's contrast mean and saturation grey level and
+  by mixup's partner image (a batch of 32 at 150x150 through
+  keras|colour_jitter|mixup: 750 ms, 74 ms with this; BENCHMARKS.md). The
   operand of a conditional is always a buffer of its own. The predicate holds
   for every key, but XLA does not prove it, so the conditional survives
   compilation; its other branch is never taken.
