@@ -29,6 +29,10 @@ with the warp alone, `ops='keras'`, the same 60 epochs otherwise unchanged
 (2026-12-03, AMD EPYC family 23 model 1, fsv 946984e): best validation accuracy
 81.1% (epoch 53), test 78.6%, epochs of 77-100 s alone. Chosen on validation
 (81.1% against 80.4%, one run each), `'keras'` is now the op list.
+These runs predate the moving average's debiasing (fsv/steps.py): their
+validation sat at chance for the first epochs, while the average still held
+the random initial weights; by the end of 60 epochs (3,780 steps) those
+weights' share was 0.999^3780, about 2%, so the figures at the end stand.
 """
 from fsv import config as config_lib
 

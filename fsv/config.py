@@ -138,7 +138,8 @@ def _optimization(**more) -> dict:
       # with replacement so that every class is equally likely.
       sampling='shuffle',
       # > 0: validate, keep as best and evaluate an exponential moving
-      # average of the weights, updated every step with this decay.
+      # average of the weights, updated every step with this decay and
+      # debiased (fsv/steps.py).
       ema_decay=0.0,
       # 'stop': a NaN or inf training loss ends the run, naming the epoch and
       # step, before that epoch is checkpointed; 'ignore' trains on.

@@ -14,9 +14,13 @@ import optax
 import pytest
 
 import fsv
+from fsv import augment
 from fsv import loop
 from fsv import losses
+from fsv import models
 from fsv import optim
+from fsv import partition
+from fsv import steps
 from fsv.data.decode import Dataset, Split, SplitReport
 from fsv.errors import ConfigError
 
@@ -165,6 +169,35 @@ def test_moving_average_is_what_is_validated_kept_and_resumed(tmp_path):
                     allow_changes=('train.epochs',))
   resumed.history[1].pop('config_changes')
   assert _without_seconds(resumed.history) == _without_seconds(full.history)
+
+
+def test_moving_average_is_debiased_not_held_at_the_initial_weights():
+  decay = 0.999
+  config = fsv.validate_config(_config(ema_decay=decay))
+  images, labels = _dataset().splits['train'].images[:8], _dataset().splits['train'].labels[:8]
+  model = models.build(config.model, 2)
+  initial = models.init_variables(config.model, model, jax.random.PRNGKey(0),
+                                  images.shape[1:])['params']
+  tx = partition.optimizer(config.train, initial, 3)
+  step = steps.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255),
+                               ema_decay=decay)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=initial,
+                           opt_state=tx.init(initial),
+                           ema=jax.tree_util.tree_map(jnp.copy, initial))
+  initial = jax.tree_util.tree_map(np.array, initial)  # the step donates its state
+  seen = []
+  for i in range(3):
+    state, _ = step(state, images, labels, jax.random.PRNGKey(i))
+    seen.append(jax.tree_util.tree_map(np.array, state.params))
+  # The average of the three steps' weights, weighted by decay ** age; the
+  # random initial weights have no share (undebiased, they would keep 99.7%).
+  weights = np.array([decay ** 2, decay, 1.0]) / (1 + decay + decay ** 2)
+  expected = jax.tree_util.tree_map(lambda *p: sum(w * x for w, x in zip(weights, p)), *seen)
+  for got, want, first in zip(jax.tree_util.tree_leaves(state.ema),
+                              jax.tree_util.tree_leaves(expected),
+                              jax.tree_util.tree_leaves(initial)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got, first, atol=1e-4)
 
 
 def test_plateau_lowers_the_rate_and_early_stopping_ends_the_phase(tmp_path):
