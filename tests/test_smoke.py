@@ -14,8 +14,9 @@ CONFIGS = [name for name in config_files.shipped()]
 
 
 def test_every_shipped_config_is_covered():
-  assert set(CONFIGS) == {'bottleneck', 'dog_breeds_scratch', 'dog_breeds_xception',
-                          'efficientnet_feature_extraction', 'efficientnet_finetune', 'fast',
+  assert set(CONFIGS) == {'bottleneck', 'bottleneck_224', 'dog_breeds_scratch',
+                          'dog_breeds_xception', 'efficientnet_feature_extraction',
+                          'efficientnet_finetune', 'fast',
                           'feature_extraction', 'finetune', 'finetune_block3', 'finetune_tpu',
                           'scratch', 'scratch_aug', 'scratch_blog', 'scratch_modern',
                           'scratch_two_blocks'}
