@@ -1,4 +1,4 @@
-r"""configs/bottleneck.py at ImageNet's 224x224: VGG16 conv base run once, features cached, the blog's head.
+r"""configs/bottleneck.py at VGG16's own 224x224: features cached once, the blog's head.
 
   python -m experiments.run --config=configs/bottleneck_224.py \
       --config.data.dir=../shared/data/cats_vs_dogs_small --workdir=workdirs/bottleneck_224

@@ -165,9 +165,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       # Debiased as optax.ema(debias=True) and Adam's moments: the average of
       # the parameters of steps 1..t weighted by decay ** age, rate
       # (1 - d) / (1 - d^t), so that it does not hold the random initial
-      # weights for the first 1 / (1 - d) steps (at 0.999 and 63 steps an
-      # epoch, validation sat at chance for 4 epochs). e + r (p - e), not
-      # (1 - r) e + r p: a frozen parameter's average stays exactly equal to it.
+      # weights for the first 1 / (1 - d) steps, i.e. validate at chance for
+      # several epochs. e + r (p - e), not (1 - r) e + r p: a frozen
+      # parameter's average stays exactly equal to it.
       rate = (1 - ema_decay) / -jnp.expm1((state.step + 1) * math.log(ema_decay))
       ema = jax.tree_util.tree_map(lambda e, p: e + rate * (p - e), ema, params)
     metrics = {'loss': loss, 'accuracy': accuracy}

@@ -174,7 +174,8 @@ def test_moving_average_is_what_is_validated_kept_and_resumed(tmp_path):
 def test_moving_average_is_debiased_not_held_at_the_initial_weights():
   decay = 0.999
   config = fsv.validate_config(_config(ema_decay=decay))
-  images, labels = _dataset().splits['train'].images[:8], _dataset().splits['train'].labels[:8]
+  train = _dataset().splits['train']
+  images, labels = train.images[:8], train.labels[:8]
   model = models.build(config.model, 2)
   initial = models.init_variables(config.model, model, jax.random.PRNGKey(0),
                                   images.shape[1:])['params']
