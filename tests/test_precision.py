@@ -18,16 +18,20 @@ from test_train import _config, _tiny_dataset
 
 
 def _step_setup(dtype, loss_scale=None, **train):
-  """A tiny convnet's jitted step, its state and one batch of 8."""
+  """A tiny convnet's jitted step, its state and one batch of 8; with
+  `ema_decay` in `train`, the state keeps the moving average as a run's does."""
   config = fsv.validate_config(_config(**train))
   data = _tiny_dataset()
   model = models.build(config.model, 2, dtype)
   params = models.init_variables(config.model, model, jax.random.PRNGKey(0),
                                  data.splits['train'].images.shape[1:])['params']
   tx = partition.optimizer(config.train, params, 3)
+  ema_decay = config.train.ema_decay
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                               opt_state=tx.init(params), loss_scale=loss_scale)
-  step = steps.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255))
+                           opt_state=tx.init(params), loss_scale=loss_scale,
+                           ema=jax.tree_util.tree_map(jnp.copy, params) if ema_decay else None)
+  step = steps.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255),
+                               ema_decay=ema_decay)
   rows = slice(0, 8)
   batch = (data.splits['train'].images[rows], data.splits['train'].labels[rows],
            jax.random.PRNGKey(1))

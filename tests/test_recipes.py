@@ -14,15 +14,13 @@ import optax
 import pytest
 
 import fsv
-from fsv import augment
 from fsv import loop
 from fsv import losses
-from fsv import models
 from fsv import optim
-from fsv import partition
-from fsv import steps
 from fsv.data.decode import Dataset, Split, SplitReport
 from fsv.errors import ConfigError
+
+from test_precision import _step_setup
 
 SIZE = 16
 
@@ -173,19 +171,8 @@ def test_moving_average_is_what_is_validated_kept_and_resumed(tmp_path):
 
 def test_moving_average_is_debiased_not_held_at_the_initial_weights():
   decay = 0.999
-  config = fsv.validate_config(_config(ema_decay=decay))
-  train = _dataset().splits['train']
-  images, labels = train.images[:8], train.labels[:8]
-  model = models.build(config.model, 2)
-  initial = models.init_variables(config.model, model, jax.random.PRNGKey(0),
-                                  images.shape[1:])['params']
-  tx = partition.optimizer(config.train, initial, 3)
-  step = steps.make_train_step(model, tx, augment.AugmentConfig(rescale=1 / 255),
-                               ema_decay=decay)
-  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=initial,
-                           opt_state=tx.init(initial),
-                           ema=jax.tree_util.tree_map(jnp.copy, initial))
-  initial = jax.tree_util.tree_map(np.array, initial)  # the step donates its state
+  _, step, state, (images, labels, _) = _step_setup('float32', ema_decay=decay)
+  initial = jax.tree_util.tree_map(np.array, state.params)  # the step donates its state
   seen = []
   for i in range(3):
     state, _ = step(state, images, labels, jax.random.PRNGKey(i))
