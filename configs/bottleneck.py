@@ -8,7 +8,7 @@ needs the `tfds` extra) unless --config.data.dir=DIR names a folder of it.
 images in well under a minute.
 
 The frozen ImageNet conv base runs once over train/validation/test; its
-features are cached (keyed by weights, images and model), so a rerun trains
+features are cached (keyed by weights, images and base), so a rerun trains
 the head in seconds. Blog/book: about 90% (with inputs scaled 1/255, wrong
 for these caffe weights); Keras-TF with correct preprocessing on this data:
 96.4% test in 366 s. Weights offline: `python -m fsv.pretrained fetch vgg16

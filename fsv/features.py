@@ -1,11 +1,13 @@
 """Bottleneck features: the frozen base's outputs, computed once and cached.
 
-The cache key covers everything the features depend on: the base's
-parameters and BatchNorm statistics (their bytes), the images (their bytes,
-so size and content), and the model (its fields, the computation dtype among
-them: bfloat16 features differ from float32 ones); a rerun with the same
-weights and data reads them back instead of
-running the base again.
+The cache key covers everything the features depend on and nothing else:
+the base's parameters and BatchNorm statistics (their bytes), the images
+(their bytes, so size and content), and the computation from images to
+features (its jaxpr: architecture, preprocessing, the computation dtype, so
+bfloat16 features differ from float32 ones). The head's fields (pooling,
+units, dropout) do not enter it, so runs that differ only in their head, an
+ablation's members, share the features; a rerun with the same weights and
+data reads them back instead of running the base again.
 """
 from __future__ import annotations
 
@@ -32,6 +34,18 @@ def digest(*arrays_or_trees) -> str:
   return h.hexdigest()
 
 
+def _computation(model: nn.Module, base_variables, images: np.ndarray) -> np.ndarray:
+  """The jaxpr of the features of one image, as bytes: traced, not run, and
+  only on the base's variables, so nothing of the head can enter it."""
+  abstract = lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x))
+  jaxpr = jax.make_jaxpr(
+      lambda variables, image: inference.outputs(model, variables, image, 1.0,
+                                                 features_only=True))(
+      jax.tree_util.tree_map(abstract, base_variables),
+      jax.ShapeDtypeStruct((1, *images.shape[1:]), images.dtype))
+  return np.frombuffer(str(jaxpr).encode(), np.uint8)
+
+
 def cached(model: nn.Module, variables, base_variables, images: np.ndarray,
            batch_size: int, mesh: jax.sharding.Mesh, cache_dir: str,
            description: str) -> np.ndarray:
@@ -43,7 +57,7 @@ def cached(model: nn.Module, variables, base_variables, images: np.ndarray,
   # BatchNorm statistics enter the key only where there are some, so that the
   # features of models without them keep the keys they had before.
   batch_stats = base_variables.get('batch_stats') or {}
-  key = digest({'model': np.frombuffer(repr(model).encode(), np.uint8)},
+  key = digest({'computation': _computation(model, base_variables, images)},
                base_variables['params'], images, *([batch_stats] if batch_stats else []))
   folder = cache_dir_lib.cache_root(cache_dir) / 'features'
   path = folder / f'{key}.npy'

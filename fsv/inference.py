@@ -55,7 +55,7 @@ def map_batches(fn: Callable, variables: Any, inputs: Sequence[np.ndarray], batc
   return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts), *chunks)
 
 
-def _outputs(model: nn.Module, variables, images, rescale: float,
+def outputs(model: nn.Module, variables, images, rescale: float,
              features_only: bool = False) -> jax.Array:
   """The model's float32 outputs of a batch, preprocessed as evaluation is."""
   inputs = augment_lib.preprocess(images, rescale)
@@ -70,7 +70,7 @@ def _apply(variables, images, flip, *, model: nn.Module, rescale: float,
   # compilation. Cached features (a head's inputs) are never mirrored.
   if images.ndim == 4:
     images = jnp.where(flip, images[:, :, ::-1], images)
-  return _outputs(model, variables, images, rescale, features_only)
+  return outputs(model, variables, images, rescale, features_only)
 
 
 def _to_probabilities(logits_: jax.Array) -> jax.Array:
@@ -86,7 +86,7 @@ def serving_function(model: nn.Module, variables, rescale: float):
   """uint8 images (batch, H, W, 3) -> class probabilities (batch, classes), the
   variables baked in: what an exported model computes (fsv/export.py), the
   same functions as `logits` and `probabilities`."""
-  return lambda images: _to_probabilities(_outputs(model, variables, images, rescale))
+  return lambda images: _to_probabilities(outputs(model, variables, images, rescale))
 
 
 def logits(model: nn.Module, variables, images: np.ndarray, batch_size: int,

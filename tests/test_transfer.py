@@ -43,6 +43,10 @@ def test_bottleneck_trains_the_head_on_cached_features(tmp_path, dataset, monkey
   monkeypatch.setattr(features_lib.inference, 'features', no_extraction)
   second = fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'run2'))
   assert second.results['test_accuracy'] == first.results['test_accuracy']
+  # Another head (an ablation's member) trains on the same features.
+  config.model.update(head_units=8, pooling='avg')
+  fsv.fit(config, dataset=dataset, workdir=str(tmp_path / 'run3'))
+  assert len(os.listdir(tmp_path / 'cache' / 'features')) == 3
 
 
 def test_finetune_trains_block5_and_head_only_and_resumes(tmp_path, dataset):
