@@ -52,6 +52,17 @@ def test_book_variant_computes_what_keras_computes(conv_algorithm):
                              np.asarray(reference(images)), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('make_key', [jax.random.PRNGKey, jax.random.key])
+def test_random_variables_are_model_init_bit_for_bit(make_key):
+  # fsv draws them at rank 1 (they compile faster); the numbers must stay flax's.
+  model = models.SmallConvNet(num_outputs=1)
+  drawn = models.random_variables(model, make_key(7), (64, 64, 3))
+  expected = model.init(make_key(7), jnp.zeros((1, 64, 64, 3)))
+  assert jax.tree_util.tree_structure(drawn) == jax.tree_util.tree_structure(expected)
+  for a, b in zip(jax.tree_util.tree_leaves(drawn), jax.tree_util.tree_leaves(expected)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_blog_variant():
   model = models.SmallConvNet(num_outputs=1, **small_convnet.BLOG)
   shapes = _param_shapes(model, 150)
