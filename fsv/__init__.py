@@ -25,6 +25,10 @@ from fsv import allocator
 
 allocator.tune_glibc_malloc()  # before jax allocates anything; see allocator.py
 
+from fsv import compile_cache  # noqa: E402  after the allocator: it imports jax
+
+compile_cache.turn_on()  # XLA's programs kept on disk; see compile_cache.py
+
 __version__ = '0.1.0'
 
 from fsv.errors import ConfigError  # noqa: E402
