@@ -1,5 +1,7 @@
-"""The small convnet's 3x3 convolutions: Winograd's and XLA's give the same
-numbers and gradients as `lax.conv_general_dilated` 'VALID'."""
+"""The 3x3 convolutions of training steps (the small convnet's, VGG's):
+Winograd's and XLA's give the same numbers and gradients as
+`lax.conv_general_dilated` and `nn.Conv`."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -10,7 +12,8 @@ from fsv import config as config_lib
 from fsv import models
 from fsv.errors import ConfigError
 from fsv.models import conv3x3
-from fsv.models import small_convnet
+from fsv.models import layers
+from fsv.models import vgg
 
 
 def _reference(x, kernel):
@@ -53,13 +56,36 @@ def test_winograd_refuses_what_is_not_a_3x3_valid_convolution():
     conv3x3.valid_winograd(jnp.zeros((1, 5, 5, 3)), jnp.zeros((3, 3, 4, 4)))
 
 
-def test_auto_is_winograd_for_float32_on_cpu_and_xla_otherwise():
+@pytest.mark.parametrize('algorithm', ['winograd', 'xla'])
+@pytest.mark.parametrize('shape', [(2, 7, 9, 16, 32), (1, 6, 6, 3, 8)])
+def test_same_convolution_equals_nn_conv_and_its_gradients(algorithm, shape):
+  """VGG's convolutions: 'SAME' as nn.Conv (the last shape too narrow for Winograd)."""
+  n, height, width, channels, features = shape
+  x = jax.random.normal(jax.random.PRNGKey(sum(shape)), (n, height, width, channels))
+  conv = layers.Conv3x3(features, 'SAME', algorithm)
+  reference = nn.Conv(features, (3, 3), padding='SAME')
+  params = conv.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, reference.init(jax.random.PRNGKey(1), x))
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a bias that is not zero
+  def outputs_and_gradients(module):
+    y, gradients = jax.vjp(lambda p, x: module.apply(p, x), params, x)
+    return y, gradients(jnp.cos(y))
+
+  (y, grads), (want, expected) = (outputs_and_gradients(m) for m in (conv, reference))
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=2e-5)
+  jax.tree.map(lambda grad, want: np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-4),
+               grads, expected)
+
+
+@pytest.mark.parametrize('name', ['small_convnet', 'vgg16'])
+def test_auto_is_winograd_for_float32_on_cpu_and_xla_otherwise(name):
   if jax.default_backend() != 'cpu':
     pytest.skip('the rule for CPU')
-  assert small_convnet.conv_algorithm('auto', jnp.dtype('float32')) == 'winograd'
-  assert small_convnet.conv_algorithm('auto', jnp.dtype('bfloat16')) == 'xla'
-  assert small_convnet.conv_algorithm('xla', jnp.dtype('float32')) == 'xla'
-  config = config_lib.base('small_convnet')
+  assert conv3x3.resolve('auto', jnp.dtype('float32')) == 'winograd'
+  assert conv3x3.resolve('auto', jnp.dtype('bfloat16')) == 'xla'
+  assert conv3x3.resolve('xla', jnp.dtype('float32')) == 'xla'
+  config = config_lib.base(name)
   config.data.source = 'synthetic'
   config = config_lib.validate(config)
   assert models.build(config.model, 2).conv_algorithm == 'winograd'
@@ -77,8 +103,26 @@ def test_inference_runs_xla_whatever_trains():
   assert 'custom_vjp' in trained and trained.count('conv_general_dilated') == 1  # conv1
 
 
-def test_unknown_algorithm_is_refused_by_validate():
-  config = config_lib.base('small_convnet')
+def test_vgg_trains_by_winograd_and_infers_by_nn_conv():
+  """Inference, the bottleneck features and their cache key are nn.Conv's
+  computation whichever algorithm trains."""
+  images = jnp.zeros((1, 32, 32, 3))
+  by = {algorithm: vgg.VGGClassifier(conv_algorithm=algorithm) for algorithm in ('xla', 'winograd')}
+  variables = models.random_variables(by['xla'], jax.random.PRNGKey(0), images.shape[1:])
+  def jaxpr(model, **kwargs):
+    return str(jax.make_jaxpr(lambda v: model.apply(
+        v, images, rngs={'dropout': jax.random.PRNGKey(1)}, **kwargs))(variables))
+
+  for kwargs in ({}, {'features_only': True}):
+    assert jaxpr(by['winograd'], **kwargs) == jaxpr(by['xla'], **kwargs)
+  trained = jaxpr(by['winograd'], train=True)
+  assert trained.count('custom_vjp') == 12  # every conv but the 3-channel first
+  assert 'custom_vjp' not in jaxpr(by['xla'], train=True)
+
+
+@pytest.mark.parametrize('name', ['small_convnet', 'vgg16'])
+def test_unknown_algorithm_is_refused_by_validate(name):
+  config = config_lib.base(name)
   config.data.source = 'synthetic'
   config.model.conv_algorithm = 'fft'
   with pytest.raises(ConfigError, match='conv_algorithm'):

@@ -13,13 +13,15 @@ matrix products, and the products transformed back to 2x2 output tiles,
 transforms and 16 matrix products (2-4x faster than XLA's on CPU); its input
 gradient is XLA's, which is fast.
 
+A 'same' convolution is a 'valid' one of the input padded by one pixel.
+
 F(4x4, 3x3) (6x6 tiles) needs fewer multiplications still, but measured no
 faster here (its transforms move more data), with ten times the rounding
 error in the forward pass.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,14 +59,54 @@ def _transform(matrix, grid: list[list[jnp.ndarray]]) -> list[list[jnp.ndarray]]
   return [_combine(matrix, [column[i] for column in columns]) for i in range(len(matrix))]
 
 
+# How training steps compute 3x3 convolutions, the same numbers up to float
+# rounding: 'xla' (lax.conv), 'winograd' (`valid_winograd`, for the convs
+# wide enough for it to pay, `winograd_pays`) or 'auto': 'winograd' for
+# float32 on CPU, where the small convnet trains 1.6-2.9x and VGG16's
+# fine-tuning 1.7-2.3x faster (BENCHMARKS.md), else 'xla'. What it speeds up
+# is the kernel gradient, so inference (evaluation, prediction, features,
+# Grad-CAM, export) always runs XLA's convolution, and exported models hold
+# plain Conv ops.
+CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
+# Winograd's matrix products are (tiles x in channels) by (in x out
+# channels): for narrow convs they are too thin to beat XLA. Measured
+# (BENCHMARKS.md, 74x74 maps, batch 32, forward and both gradients): 8 to 8,
+# 8 to 16 and 16 to 16 channels 1.2-1.5x slower than XLA, 16 to 32 2.1x and
+# 32 to 32 2.5x faster; the 3-channel first conv's kernel gradient 3x slower.
+WINOGRAD_MIN_WIDTH = 16 * 32  # in channels x out channels
+
+
+def resolve(requested: str, dtype: Any) -> str:
+  """`requested` (one of CONV_ALGORITHMS) with 'auto' made concrete for the
+  default backend and `dtype`."""
+  if requested != 'auto':
+    return requested
+  return 'winograd' if jax.default_backend() == 'cpu' and dtype == jnp.float32 else 'xla'
+
+
+def validate_config(config, error) -> None:
+  """A model config's `conv_algorithm` is one of CONV_ALGORITHMS."""
+  if config.conv_algorithm not in CONV_ALGORITHMS:
+    raise error(f'config.model.conv_algorithm={config.conv_algorithm!r}: '
+                f'must be one of {CONV_ALGORITHMS}')
+
+
+def winograd_pays(algorithm: str, in_channels: int, out_channels: int) -> bool:
+  return algorithm == 'winograd' and in_channels * out_channels >= WINOGRAD_MIN_WIDTH
+
+
+def same_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+  """x (N, H, W, C) and kernel (3, 3, C, D) give (N, H, W, D)."""
+  return lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
 def valid_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
   """x (N, H, W, C) and kernel (3, 3, C, D) give (N, H - 2, W - 2, D)."""
   # Computed as 'same' and cropped: XLA's CPU backend runs 'same'
   # convolutions and their gradients 1.5-3x faster than 'valid' ones, which
   # more than pays for the border's extra 5% of work (BENCHMARKS.md).
-  y = lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                               dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  return y[:, 1:-1, 1:-1]
+  return same_xla(x, kernel)[:, 1:-1, 1:-1]
 
 
 def _tile_counts(x: jnp.ndarray) -> tuple[int, int]:

@@ -1,10 +1,12 @@
 """Layers shared by several models."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from fsv.models import conv3x3
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
@@ -42,6 +44,30 @@ class DepthwiseConv(nn.Module):
     if self.use_bias:
       out = out + self.param('bias', nn.initializers.zeros, (x.shape[-1],)).astype(self.dtype)
     return out
+
+
+class Conv3x3(nn.Module):
+  """nn.Conv(features, (3, 3), padding=padding), 'VALID' or 'SAME', with its
+  parameters, computed by `algorithm` ('xla' or 'winograd';
+  fsv/models/conv3x3.py): Winograd where it pays, XLA's convolution elsewhere."""
+  features: int
+  padding: str
+  algorithm: str = 'xla'
+  kernel_init: Callable = nn.initializers.lecun_normal()  # nn.Conv's
+  dtype: Any = jnp.float32  # of the computation; parameters are float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    if conv3x3.winograd_pays(self.algorithm, x.shape[-1], self.features):
+      if self.padding == 'SAME':
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+      return conv3x3.valid_winograd(x, kernel) + bias
+    if self.padding == 'SAME':
+      return conv3x3.same_xla(x, kernel) + bias
+    return conv3x3.valid_xla(x, kernel) + bias
 
 
 class Tap(nn.Module):

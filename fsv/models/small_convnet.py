@@ -11,15 +11,15 @@ from-scratch numbers are comparable with the recipe.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
 from fsv.models import backbone
 from fsv.models import conv3x3
+from fsv.models.layers import Conv3x3
 from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
@@ -29,20 +29,6 @@ BLOG = dict(conv_features=(32, 32, 64), dense_units=64,
             flatten_dropout=0.0, dense_dropout=0.5)
 
 POOLINGS = ('', 'avg', 'max')
-# How training steps compute the 3x3 convolutions, the same numbers up to
-# float rounding: 'xla' (lax.conv), 'winograd' (fsv/models/conv3x3.py, for
-# the convs wide enough for it to pay, WINOGRAD_MIN_WIDTH) or 'auto':
-# 'winograd' for float32 on CPU, where it trains 1.6x faster (BENCHMARKS.md),
-# else 'xla'. What it speeds up is the kernel gradient, so inference
-# (evaluation, prediction, Grad-CAM, export) always runs XLA's convolution,
-# and exported models hold plain Conv ops.
-CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
-# Winograd's matrix products are (tiles x in channels) by (in x out
-# channels): for narrow convs they are too thin to beat XLA. Measured
-# (BENCHMARKS.md, 74x74 maps, batch 32, forward and both gradients): 8 to 8,
-# 8 to 16 and 16 to 16 channels 1.2-1.5x slower than XLA, 16 to 32 2.1x and
-# 32 to 32 2.5x faster; the 3-channel first conv's kernel gradient 3x slower.
-WINOGRAD_MIN_WIDTH = 16 * 32  # in channels x out channels
 INPUT_RESCALE = 1.0 / 255  # as the recipe's ImageDataGenerator(rescale=1./255)
 PREPROCESSING = ''  # nothing beyond `augment.rescale`
 # The last conv's activations (after ReLU, before pooling): the finest map
@@ -50,23 +36,6 @@ PREPROCESSING = ''  # nothing beyond `augment.rescale`
 GRADCAM_LAYER = 'last_conv_relu'
 
 _kernel_init = nn.initializers.glorot_uniform()
-
-
-class ValidConv3x3(nn.Module):
-  """Keras's Conv2D(features, 3, padding='valid'), with nn.Conv's parameters."""
-  features: int
-  algorithm: str  # 'xla' or 'winograd'
-  kernel_init: Callable = _kernel_init
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if self.algorithm == 'winograd' and x.shape[-1] * self.features >= WINOGRAD_MIN_WIDTH:
-      return conv3x3.valid_winograd(x, kernel) + bias
-    return conv3x3.valid_xla(x, kernel) + bias
 
 
 class SmallConvNet(nn.Module):
@@ -79,15 +48,16 @@ class SmallConvNet(nn.Module):
   # '' flattens (the book, the blog); 'avg' or 'max' pool globally (Keras's
   # GlobalAveragePooling2D), which also suits Grad-CAM (fsv/explain.py).
   pooling: str = ''
-  # Of training steps (CONV_ALGORITHMS): 'xla' or 'winograd'; `build` resolves 'auto'.
+  # Of training steps (conv3x3.CONV_ALGORITHMS): 'xla' or 'winograd'; `build`
+  # resolves 'auto'.
   conv_algorithm: str = 'xla'
   dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     for i, features in enumerate(self.conv_features):
-      x = ValidConv3x3(features, self.conv_algorithm if train else 'xla', dtype=self.dtype,
-                       name=f'conv{i + 1}')(x)
+      x = Conv3x3(features, 'VALID', self.conv_algorithm if train else 'xla',
+                  kernel_init=_kernel_init, dtype=self.dtype, name=f'conv{i + 1}')(x)
       x = nn.relu(x)
       if i == len(self.conv_features) - 1:
         x = Tap(name=GRADCAM_LAYER)(x)
@@ -134,19 +104,10 @@ def validate_config(full_config, error) -> None:
     raise error(f'config.model.dense_units={config.dense_units}: must be >= 1')
   if config.pooling not in POOLINGS:
     raise error(f'config.model.pooling={config.pooling!r}: must be one of {POOLINGS}')
-  if config.conv_algorithm not in CONV_ALGORITHMS:
-    raise error(f'config.model.conv_algorithm={config.conv_algorithm!r}: '
-                f'must be one of {CONV_ALGORITHMS}')
+  conv3x3.validate_config(config, error)
   for key in ('flatten_dropout', 'dense_dropout'):
     if not 0 <= config[key] < 1:
       raise error(f'config.model.{key}={config[key]}: must be in [0, 1)')
-
-
-def conv_algorithm(requested: str, dtype: Any) -> str:
-  """'auto' made concrete for the default backend and `dtype`."""
-  if requested != 'auto':
-    return requested
-  return 'winograd' if jax.default_backend() == 'cpu' and dtype == jnp.float32 else 'xla'
 
 
 def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
@@ -155,7 +116,7 @@ def build(config, num_outputs: int, dtype: Any) -> SmallConvNet:
                       dense_units=config.dense_units,
                       flatten_dropout=config.flatten_dropout,
                       dense_dropout=config.dense_dropout, pooling=config.pooling,
-                      conv_algorithm=conv_algorithm(config.conv_algorithm, dtype))
+                      conv_algorithm=conv3x3.resolve(config.conv_algorithm, dtype))
 
 
 BACKBONES = (backbone.Backbone(

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from fsv.models import backbone
+from fsv.models import conv3x3
+from fsv.models.layers import Conv3x3
 from fsv.models.layers import Tap
 from fsv.models.layers import max_pool_2x2
 
@@ -53,13 +55,20 @@ def conv_layer_names(depth: int) -> list[str]:
           for i in range(n)]
 
 
-def conv_base(x: jnp.ndarray, depth: int, dtype: Any) -> jnp.ndarray:
-  """The 13 (16) or 16 (19) conv layers, computing in `dtype`; call inside a
-  compact module so the layers are named at that module's top level."""
+def conv_base(x: jnp.ndarray, depth: int, dtype: Any,
+              conv_algorithm: str = 'xla') -> jnp.ndarray:
+  """The 13 (16) or 16 (19) conv layers, computing in `dtype` by
+  `conv_algorithm` ('xla' or 'winograd', fsv/models/conv3x3.py); call inside
+  a compact module so the layers are named at that module's top level."""
   for block, (count, width) in enumerate(zip(BLOCKS[depth], WIDTHS)):
     for i in range(count):
       name = f'block{block + 1}_conv{i + 1}'
-      x = nn.relu(nn.Conv(width, (3, 3), padding='SAME', dtype=dtype, name=name)(x))
+      # XLA's convolutions stay nn.Conv's exact computation, which keys the
+      # features cache (fsv/features.py): features cached before stay valid.
+      conv = (nn.Conv(width, (3, 3), padding='SAME', dtype=dtype, name=name)
+              if conv_algorithm == 'xla' else
+              Conv3x3(width, 'SAME', conv_algorithm, dtype=dtype, name=name))
+      x = nn.relu(conv(x))
     if block == len(WIDTHS) - 1:
       x = Tap(name=GRADCAM_LAYER)(x)
     x = max_pool_2x2(x)
@@ -120,12 +129,16 @@ class VGGClassifier(nn.Module):
   head_units: int = 256
   head_dropout: float = 0.5
   pooling: str = ''
+  # Of training steps (conv3x3.CONV_ALGORITHMS): 'xla' or 'winograd'; `build`
+  # resolves 'auto'. Inference runs XLA's convolutions.
+  conv_algorithm: str = 'xla'
   dtype: Any = jnp.float32  # of the activations; parameters are float32
 
   @nn.compact
   def __call__(self, rgb: jnp.ndarray, train: bool = False,
                features_only: bool = False) -> jnp.ndarray:
-    x = conv_base(caffe_preprocess(rgb), self.depth, self.dtype)
+    x = conv_base(caffe_preprocess(rgb), self.depth, self.dtype,
+                  self.conv_algorithm if train else 'xla')
     if features_only:
       return x
     return Head(**_head_fields(self), name='head')(x, train=train)
@@ -151,6 +164,7 @@ def default_config(name: str = 'vgg16') -> ml_collections.ConfigDict:
       pooling='',           # '' flattens (the blog); 'avg' or 'max' pool globally
       head_units=256,
       head_dropout=0.5,
+      conv_algorithm='auto',  # of training steps: conv3x3.CONV_ALGORITHMS
   ))
 
 
@@ -172,6 +186,7 @@ def validate_config(full_config, error) -> None:
     raise error(f'config.model.head_units={config.head_units}: must be >= 1')
   if not 0 <= config.head_dropout < 1:
     raise error(f'config.model.head_dropout={config.head_dropout}: must be in [0, 1)')
+  conv3x3.validate_config(config, error)
 
 
 def _depth(config) -> int:
@@ -203,7 +218,8 @@ def imagenet_model(depth: int, weights: str = 'imagenet', cache_dir: str = '') -
 def build(config, num_outputs: int, dtype: Any) -> VGGClassifier:
   return VGGClassifier(depth=_depth(config), num_outputs=num_outputs, dtype=dtype,
                        head_units=config.head_units, head_dropout=config.head_dropout,
-                       pooling=config.pooling)
+                       pooling=config.pooling,
+                       conv_algorithm=conv3x3.resolve(config.conv_algorithm, dtype))
 
 
 BACKBONES = tuple(
