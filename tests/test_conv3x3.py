@@ -78,6 +78,13 @@ def test_same_convolution_equals_nn_conv_and_its_gradients(algorithm, shape):
                grads, expected)
 
 
+def test_winograd_only_where_it_pays():
+  assert conv3x3.winograd_pays('winograd', (32, 75, 75, 64), 128)  # VGG16's block2
+  assert not conv3x3.winograd_pays('winograd', (32, 150, 150, 64), 64)  # block1: large maps
+  assert not conv3x3.winograd_pays('winograd', (32, 148, 148, 3), 32)  # narrow
+  assert not conv3x3.winograd_pays('xla', (32, 17, 17, 128), 128)
+
+
 @pytest.mark.parametrize('name', ['small_convnet', 'vgg16'])
 def test_auto_is_winograd_for_float32_on_cpu_and_xla_otherwise(name):
   if jax.default_backend() != 'cpu':

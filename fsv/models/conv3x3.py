@@ -74,6 +74,11 @@ CONV_ALGORITHMS = ('auto', 'xla', 'winograd')
 # 8 to 16 and 16 to 16 channels 1.2-1.5x slower than XLA, 16 to 32 2.1x and
 # 32 to 32 2.5x faster; the 3-channel first conv's kernel gradient 3x slower.
 WINOGRAD_MIN_WIDTH = 16 * 32  # in channels x out channels
+# Nor do large maps: in VGG16's fine-tuning step (batch 32, 150x150) Winograd
+# on block1's 150x150 maps made the step slower (5.3 against 6.1 images/s)
+# and its tiles raised peak memory from 3.7 to 6.1 GB; on block2's 75x75 and
+# below it pays (BENCHMARKS.md).
+WINOGRAD_MAX_PIXELS = 80 * 80  # of the input map
 
 
 def resolve(requested: str, dtype: Any) -> str:
@@ -91,8 +96,11 @@ def validate_config(config, error) -> None:
                 f'must be one of {CONV_ALGORITHMS}')
 
 
-def winograd_pays(algorithm: str, in_channels: int, out_channels: int) -> bool:
-  return algorithm == 'winograd' and in_channels * out_channels >= WINOGRAD_MIN_WIDTH
+def winograd_pays(algorithm: str, x_shape: Sequence[int], out_channels: int) -> bool:
+  """Whether a 3x3 convolution of an (N, H, W, C) input runs by Winograd."""
+  _, height, width, in_channels = x_shape
+  return (algorithm == 'winograd' and in_channels * out_channels >= WINOGRAD_MIN_WIDTH
+          and height * width <= WINOGRAD_MAX_PIXELS)
 
 
 def same_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:

@@ -61,7 +61,7 @@ class Conv3x3(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    if conv3x3.winograd_pays(self.algorithm, x.shape[-1], self.features):
+    if conv3x3.winograd_pays(self.algorithm, x.shape, self.features):
       if self.padding == 'SAME':
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
       return conv3x3.valid_winograd(x, kernel) + bias
