@@ -63,7 +63,7 @@ def _transform(matrix, grid: list[list[jnp.ndarray]]) -> list[list[jnp.ndarray]]
 # rounding: 'xla' (lax.conv), 'winograd' (`valid_winograd`, for the convs
 # wide enough for it to pay, `winograd_pays`) or 'auto': 'winograd' for
 # float32 on CPU, where the small convnet trains 1.6-2.9x and VGG16's
-# fine-tuning 1.7-2.3x faster (BENCHMARKS.md), else 'xla'. What it speeds up
+# fine-tuning 1.5-2.5x faster (BENCHMARKS.md), else 'xla'. What it speeds up
 # is the kernel gradient, so inference (evaluation, prediction, features,
 # Grad-CAM, export) always runs XLA's convolution, and exported models hold
 # plain Conv ops.
