@@ -22,10 +22,10 @@ about 75 minutes on an idle 2-core Intel Xeon, about 105 on an AMD EPYC
   --config.train.steps_per_epoch=100
 Measured here: 84.7% test (85.1% validation, epoch 83 of 90; README's
 results table); again on the AMD EPYC with the Winograd convolutions
-(2026-12-04), 83.0% test (85.0% validation, epoch 81). An earlier 60 epochs at learning rate 1e-3 gave 80.6% (81.7%
-validation): it idled near chance for 10 epochs and ended with train and
-validation accuracy equal, i.e. undertrained, hence the lower rate and the
-longer run.
+(2026-12-04), 83.0% test (85.0% validation, epoch 81). An earlier 60
+epochs at learning rate 1e-3 gave 80.6% (81.7% validation): it idled near
+chance for 10 epochs and ended with train and validation accuracy equal,
+i.e. undertrained, hence the lower rate and the longer run.
 """
 from fsv import config as config_lib
 
