@@ -31,7 +31,7 @@ CONFIGS = os.path.join(rows.ROOT, 'configs')
 BOOK_OPTIMIZER = dict(optimizer='rmsprop', learning_rate=1e-4, schedule='constant')
 
 
-def _config(file: str, settings: dict, **changes):
+def config_for(file: str, settings: dict, **changes):
   """The config file's config at the row's batch and image size, with `changes`
   (group name -> keys), validated."""
   config = fsv.load_config(os.path.join(CONFIGS, file))
@@ -57,8 +57,10 @@ def _batches(settings: dict) -> tuple[np.ndarray, np.ndarray, list[slice]]:
   return images, labels, [slice(i * batch, (i + 1) * batch) for i in range(steps)]
 
 
-def _train_steps(config, settings: dict) -> rows.Task:
-  """fsv.fit's inner loop: its jitted step and optimizer over in-memory batches."""
+def train_setup(config, settings: dict):
+  """fsv.fit's jitted train step and its first state, laid out as fit lays
+  them out, and the row's in-memory batches: (train_step, state, images,
+  labels, batches)."""
   images, labels, batches = _batches(settings)
   model = models.build(config.model, 2, config.dtype)
   params = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
@@ -72,6 +74,12 @@ def _train_steps(config, settings: dict) -> rows.Task:
   state = parallel.put_state(mesh, steps.TrainState(
       step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
       loss_scale=precision.loss_scale(config.dtype)))
+  return train_step, state, images, labels, batches
+
+
+def _train_steps(config, settings: dict) -> rows.Task:
+  """fsv.fit's inner loop: its jitted step and optimizer over in-memory batches."""
+  train_step, state, images, labels, batches = train_setup(config, settings)
   key = jax.random.PRNGKey(settings['seed'])
 
   def run() -> int:
@@ -86,25 +94,25 @@ def _train_steps(config, settings: dict) -> rows.Task:
 
 
 def convnet_train_step(settings: dict) -> rows.Task:
-  return _train_steps(_config('scratch.py', settings), settings)
+  return _train_steps(config_for('scratch.py', settings), settings)
 
 
 def convnet_train_step_augmented(settings: dict) -> rows.Task:
-  config = _config('scratch_aug.py', settings, augment=rows.AUGMENTATION,
-                   train=BOOK_OPTIMIZER)
+  config = config_for('scratch_aug.py', settings, augment=rows.AUGMENTATION,
+                      train=BOOK_OPTIMIZER)
   return _train_steps(config, settings)
 
 
 def vgg16_finetune_step(settings: dict) -> rows.Task:
   """configs/finetune.py's second phase (block5 + head, SGD) without augmentation."""
   no_augmentation = fsv.base_config('vgg16').augment.to_dict()
-  return _train_steps(_config('finetune.py', settings, augment=no_augmentation), settings)
+  return _train_steps(config_for('finetune.py', settings, augment=no_augmentation), settings)
 
 
 def vgg16_forward(settings: dict) -> rows.Task:
   """The bottleneck features of `fsv.inference.features`, batch by batch,
   gathered on the host."""
-  config = _config('bottleneck.py', settings)
+  config = config_for('bottleneck.py', settings)
   images, _, _ = _batches(settings)
   model = models.build(config.model, 2, config.dtype)
   variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
@@ -122,8 +130,8 @@ def epoch_from_jpeg(settings: dict) -> rows.Task:
   The data folder seen by fit holds only `train/` (a link), so no validation
   or test evaluation is timed; each repetition gets an empty decode cache.
   """
-  config = _config('scratch_aug.py', settings, augment=rows.AUGMENTATION,
-                   train=dict(BOOK_OPTIMIZER, epochs=1, evaluate_with='last'))
+  config = config_for('scratch_aug.py', settings, augment=rows.AUGMENTATION,
+                      train=dict(BOOK_OPTIMIZER, epochs=1, evaluate_with='last'))
   folder = tempfile.TemporaryDirectory(prefix='fsv-bench-')
   os.symlink(os.path.join(settings['data_dir'], 'train'), os.path.join(folder.name, 'train'))
   config.data.dir = folder.name

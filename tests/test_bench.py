@@ -49,6 +49,35 @@ def test_fsv_side_alone_end_to_end(tmp_path):
   assert log.count('Compiling jit(train_step)') == 1
 
 
+def _book_convnet_train_flops(size: int, batch: int) -> int:
+  """A training step's multiply-adds x 2 by hand: forward, input gradient and
+  kernel gradient of every layer, except the first convolution's input gradient."""
+  first = rest = 0
+  channels = 3
+  for width in (32, 64, 128, 128):
+    size -= 2
+    macs = size * size * width * 9 * channels
+    first, rest = (macs, rest) if channels == 3 else (first, rest + macs)
+    size //= 2
+    channels = width
+  rest += size * size * channels * 512 + 512
+  return 2 * batch * (2 * first + 3 * rest)
+
+
+def test_mfu_counts_the_models_flops_whatever_the_convolution_algorithm():
+  from bench import mfu
+  settings = {'batch_size': 4, 'image_size': 48, 'dtype': 'float32', 'steps': 1, 'seed': 0}
+  figures = mfu.measure(os.path.join(ROOT, 'configs', 'scratch.py'), settings, peak_tflops=2.0)
+  # On CPU this step trains by Winograd (XLA counts about 0.6x the model's
+  # FLOPs then); the count is the model's, plus the elementwise work.
+  by_hand = _book_convnet_train_flops(48, 4) / 1e9
+  assert by_hand <= figures['model_gflop_per_step'] <= 1.3 * by_hand
+  assert figures['images_per_s'] == pytest.approx(4 / figures['step_seconds'])
+  assert figures['achieved_tflops'] == pytest.approx(
+      figures['model_gflop_per_step'] / 1e3 / figures['step_seconds'])
+  assert figures['mfu'] == pytest.approx(figures['achieved_tflops'] / 2.0)
+
+
 def test_coordinator_and_fsv_side_import_no_peer_framework():
   subprocess.run(
       [sys.executable, '-c', 'import sys, bench.run, bench.fsv_side; '
@@ -133,7 +162,7 @@ def test_torch_convnet_has_the_parameters_of_fsv_and_keras():
   from fsv import models
 
   settings = dict(image_size=48, batch_size=4, dtype='float32')
-  config = fsv_side._config('scratch.py', settings)  # pylint: disable=protected-access
+  config = fsv_side.config_for('scratch.py', settings)
   model = models.build(config.model, 2)
   variables = jax.eval_shape(
       lambda key: models.init_variables(config.model, model, key, (48, 48, 3)),
