@@ -17,10 +17,9 @@ issue's goal names.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
-
-import argparse
 
 import jax
 
