@@ -24,17 +24,15 @@ from fsv import precision
 from fsv import steps
 from bench import rows
 
-CONFIGS = os.path.join(rows.ROOT, 'configs')
-
-
 # The book's optimizer, which the Keras side compiles.
 BOOK_OPTIMIZER = dict(optimizer='rmsprop', learning_rate=1e-4, schedule='constant')
 
 
-def config_for(file: str, settings: dict, **changes):
-  """The config file's config at the row's batch and image size, with `changes`
-  (group name -> keys), validated."""
-  config = fsv.load_config(os.path.join(CONFIGS, file))
+def config_for(spec: str, settings: dict, **changes):
+  """The config of `spec` (a shipped config's name or a path, as
+  `fsv.load_config` takes it) at the row's batch and image size, with
+  `changes` (group name -> keys), validated."""
+  config = fsv.load_config(spec)
   config.data.image_size = (settings['image_size'],) * 2
   config.train.batch_size = settings['batch_size']
   config.dtype = settings['dtype']
@@ -94,11 +92,11 @@ def _train_steps(config, settings: dict) -> rows.Task:
 
 
 def convnet_train_step(settings: dict) -> rows.Task:
-  return _train_steps(config_for('scratch.py', settings), settings)
+  return _train_steps(config_for('scratch', settings), settings)
 
 
 def convnet_train_step_augmented(settings: dict) -> rows.Task:
-  config = config_for('scratch_aug.py', settings, augment=rows.AUGMENTATION,
+  config = config_for('scratch_aug', settings, augment=rows.AUGMENTATION,
                       train=BOOK_OPTIMIZER)
   return _train_steps(config, settings)
 
@@ -106,13 +104,13 @@ def convnet_train_step_augmented(settings: dict) -> rows.Task:
 def vgg16_finetune_step(settings: dict) -> rows.Task:
   """configs/finetune.py's second phase (block5 + head, SGD) without augmentation."""
   no_augmentation = fsv.base_config('vgg16').augment.to_dict()
-  return _train_steps(config_for('finetune.py', settings, augment=no_augmentation), settings)
+  return _train_steps(config_for('finetune', settings, augment=no_augmentation), settings)
 
 
 def vgg16_forward(settings: dict) -> rows.Task:
   """The bottleneck features of `fsv.inference.features`, batch by batch,
   gathered on the host."""
-  config = config_for('bottleneck.py', settings)
+  config = config_for('bottleneck', settings)
   images, _, _ = _batches(settings)
   model = models.build(config.model, 2, config.dtype)
   variables = models.init_variables(config.model, model, jax.random.PRNGKey(config.seed),
@@ -130,7 +128,7 @@ def epoch_from_jpeg(settings: dict) -> rows.Task:
   The data folder seen by fit holds only `train/` (a link), so no validation
   or test evaluation is timed; each repetition gets an empty decode cache.
   """
-  config = config_for('scratch_aug.py', settings, augment=rows.AUGMENTATION,
+  config = config_for('scratch_aug', settings, augment=rows.AUGMENTATION,
                       train=dict(BOOK_OPTIMIZER, epochs=1, evaluate_with='last'))
   folder = tempfile.TemporaryDirectory(prefix='fsv-bench-')
   os.symlink(os.path.join(settings['data_dir'], 'train'), os.path.join(folder.name, 'train'))

@@ -18,7 +18,6 @@ issue's goal names.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import jax
@@ -53,11 +52,9 @@ def model_flops(config, settings: dict) -> float:
 
 
 def measure(config_file: str, settings: dict, peak_tflops: float = 0.0) -> dict:
-  """The figures of the training step of `config_file` (a path, or a shipped
-  config's name) at `settings` (batch_size, image_size, dtype, steps, seed)."""
-  shipped = os.path.join(fsv_side.CONFIGS, f'{config_file}.py')  # a name: 'finetune'
-  config = fsv_side.config_for(
-      shipped if os.path.exists(shipped) else os.path.abspath(config_file), settings)
+  """The figures of the training step of `config_file` (a shipped config's
+  name or a path) at `settings` (batch_size, image_size, dtype, steps, seed)."""
+  config = fsv_side.config_for(config_file, settings)
   flops = model_flops(config, settings)
   train_step, state, images, labels, batches = fsv_side.train_setup(config, settings)
   key = jax.random.PRNGKey(settings['seed'])

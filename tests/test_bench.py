@@ -162,7 +162,7 @@ def test_torch_convnet_has_the_parameters_of_fsv_and_keras():
   from fsv import models
 
   settings = dict(image_size=48, batch_size=4, dtype='float32')
-  config = fsv_side.config_for('scratch.py', settings)
+  config = fsv_side.config_for('scratch', settings)
   model = models.build(config.model, 2)
   variables = jax.eval_shape(
       lambda key: models.init_variables(config.model, model, key, (48, 48, 3)),
